@@ -12,7 +12,7 @@
 #include "iomt/error.h"
 
 #define IOMT_SHA256_LEN 32
-#define IOMT_SIG_MAX 64 /* ES256 raw r||s and Ed25519 are both 64 bytes */
+#define IOMT_SIG_MAX    64 /* ES256 raw r||s and Ed25519 are both 64 bytes */
 
 /* Signature algorithms, numbered as their COSE algorithm identifiers. */
 enum iomt_alg {

@@ -12,9 +12,9 @@
 #include "iomt/crypto.h"
 #include "iomt/error.h"
 
-#define IOMT_ROLE_DEVICE "device"
-#define IOMT_ROLE_ADMIN "admin"       /* enrolment tokens, assignments */
-#define IOMT_ROLE_RELEASE "release"   /* uploads releases */
+#define IOMT_ROLE_DEVICE   "device"
+#define IOMT_ROLE_ADMIN    "admin"    /* enrolment tokens, assignments */
+#define IOMT_ROLE_RELEASE  "release"  /* uploads releases */
 #define IOMT_ROLE_SECURITY "security" /* audit, inventory, revocation */
 #define IOMT_ROLE_CLINICAL "clinical" /* reads inventory */
 

@@ -14,7 +14,7 @@
 #include "iomt/error.h"
 
 #define IOMT_SUIT_ENVELOPE_MAX (64 * 1024)
-#define IOMT_SUIT_TEXT_MAX 64
+#define IOMT_SUIT_TEXT_MAX     64
 
 /* What a manifest says, after parsing. */
 struct iomt_suit_manifest {
@@ -34,8 +34,8 @@ struct iomt_suit_manifest {
 /* What iomt sign puts in a manifest. */
 struct iomt_suit_params {
     uint64_t seq;
-    const char *vendor; /* name; UUID derived as the draft does */
-    const char *class;  /* name; UUID derived under the vendor UUID */
+    const char *vendor;  /* name; UUID derived as the draft does */
+    const char *class;   /* name; UUID derived under the vendor UUID */
     const char *version; /* optional */
     uint8_t image_digest[IOMT_SHA256_LEN];
     uint64_t image_size;
@@ -56,8 +56,8 @@ int iomt_suit_sign(const struct iomt_suit_params *params,
                    size_t *env_len, struct iomt_err *err);
 
 /* Parses without checking the signature (for inspect and for the hub). */
-int iomt_suit_parse(const uint8_t *env, size_t n,
-                    struct iomt_suit_manifest *m, struct iomt_err *err);
+int iomt_suit_parse(const uint8_t *env, size_t n, struct iomt_suit_manifest *m,
+                    struct iomt_err *err);
 
 /*
  * Verifies the envelope against a trust anchor: COSE signature, the

@@ -1,0 +1,5 @@
+/* Placeholder until the module lands. */
+int main(void)
+{
+    return 3;
+}
