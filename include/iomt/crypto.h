@@ -60,6 +60,10 @@ void iomt_sha256_free(struct iomt_sha256 *ctx);
 int iomt_sha256_file(const char *path, uint8_t out[IOMT_SHA256_LEN],
                      uint64_t *size, struct iomt_err *err);
 
+/* SHA-1, only for name-based (v5) UUIDs; never for integrity. */
+#define IOMT_SHA1_LEN 20
+int iomt_sha1(const uint8_t *p, size_t n, uint8_t out[IOMT_SHA1_LEN]);
+
 int iomt_random(uint8_t *buf, size_t n);
 /* 1 when equal; runs in time that depends on n only. */
 int iomt_ct_equal(const void *a, const void *b, size_t n);
