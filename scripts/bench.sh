@@ -66,6 +66,7 @@ fail() {
 # Results, filled in as sections run; "n/a (...)" when one could not.
 R_VERIFY="n/a"; R_DGST="n/a"; R_VERIFY_RATIO="n/a"; R_VERIFY_RSS="n/a"
 R_HUB="n/a"; R_NGINX="n/a"; R_TLS_RATIO="n/a"; R_TLS_FAIL=""
+R_HUB_CPU="n/a"; R_NGINX_CPU="n/a"
 R_HUB_MEM="n/a"; R_NGINX_MEM="n/a"; R_AGENT_MEM="n/a"
 
 now_ns() { date +%s%N; }
@@ -94,6 +95,19 @@ peak_kib() {
     for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do
         kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
         total=$((total + ${kib:-0}))
+    done
+    echo "$total"
+}
+
+# CPU time (clock ticks, user + system) of a process and its direct
+# children; fields 14 and 15 of /proc/PID/stat, counted after the ")" that
+# ends the command name.
+cpu_ticks() {
+    local total=0 pid t
+    for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do
+        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null |
+            awk '{print $12 + $13}')
+        total=$((total + ${t:-0}))
     done
     echo "$total"
 }
@@ -172,8 +186,8 @@ make_pki() {
 }
 
 hub_curl() {
-    curl --silent --show-error --max-time 10 --cacert "$CA_CERT" \
-        --resolve "bench-hub:$HUB_PORT:127.0.0.1" "$@"
+    curl --silent --show-error --fail-with-body --max-time 10 \
+        --cacert "$CA_CERT" "$@"
 }
 
 start_hub() {
@@ -201,7 +215,7 @@ enrol_device() {
     out=$(hub_curl --cert "$WORK/admin.pem" --key "$WORK/admin.key.pem" \
         -H 'Content-Type: application/json' \
         -d "{\"device_id\":\"$dev\",\"model\":\"bench-pump\",\"criticality\":\"low\"}" \
-        "https://bench-hub:$HUB_PORT/api/v1/devices") ||
+        "https://127.0.0.1:$HUB_PORT/api/v1/devices") ||
         { fail "hub: POST /api/v1/devices failed: $out"; return 1; }
     token=$(printf '%s' "$out" |
         $PY -c 'import json, sys; print(json.load(sys.stdin)["token"])') ||
@@ -214,7 +228,7 @@ enrol_device() {
     chmod 600 "$WORK/device.key.pem"
     out=$(printf '%s' "$csr" | hub_curl -u "$dev:$token" \
         -H 'Content-Type: application/pkcs10' --data-binary @- \
-        "https://bench-hub:$HUB_PORT/.well-known/est/simpleenroll") ||
+        "https://127.0.0.1:$HUB_PORT/.well-known/est/simpleenroll") ||
         { fail "hub: EST simpleenroll failed: $out"; return 1; }
     printf '%s' "$out" | base64 -d 2>/dev/null |
         openssl pkcs7 -inform DER -print_certs -out "$WORK/device.pem" \
@@ -257,12 +271,20 @@ checkin() {
         --cert "$WORK/device.pem" --key "$WORK/device.key.pem" "$@"
 }
 
-# One timed run; appends the rate to FILE, notes failures.
+# One timed run; appends the rate to FILE and the server's CPU time per
+# 1000 check-ins (ms) to FILE.cpu, notes failures.
 load_round() {
-    local name=$1 port=$2 file=$3 line
+    local name=$1 port=$2 file=$3 pid=$4 line c0 c1 n
+    c0=$(cpu_ticks "$pid")
     line=$(checkin "$port" --conns "$CONNS" --seconds "$LOAD_SECONDS" \
         2>"$WORK/$name.err")
+    c1=$(cpu_ticks "$pid")
     echo "$line" | sed -n 's/.*rate=\([0-9.]*\).*/\1/p' >>"$file"
+    n=$(echo "$line" | sed -n 's/^checkins=\([0-9]*\).*/\1/p')
+    if [ "${n:-0}" -gt 0 ]; then
+        awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" \
+            'BEGIN { print t / hz * 1000 / n * 1000 }' >>"$file.cpu"
+    fi
     case "$line" in
     *" failures=0 "*) ;;
     *) R_TLS_FAIL="$R_TLS_FAIL $name: $line $(cat "$WORK/$name.err");" ;;
@@ -270,7 +292,7 @@ load_round() {
 }
 
 bench_tls() {
-    local r
+    local r v
     [ -x "$CLIENT" ] || { fail "tls: $CLIENT not built"; return; }
     [ -x "$NGINX" ] || { fail "tls: nginx not installed (nginx-light)"; return; }
     make_pki || return
@@ -283,10 +305,11 @@ bench_tls() {
     checkin "$NGINX_PORT" --conns "$CONNS" --seconds 1 >/dev/null 2>&1
 
     : >"$WORK/r_hub"; : >"$WORK/r_nginx"
+    : >"$WORK/r_hub.cpu"; : >"$WORK/r_nginx.cpu"
     for ((r = 1; r <= ROUNDS; r++)); do
         log "tls: round $r/$ROUNDS (hub, then nginx, ${LOAD_SECONDS} s each)"
-        load_round hub "$HUB_PORT" "$WORK/r_hub"
-        load_round nginx "$NGINX_PORT" "$WORK/r_nginx"
+        load_round hub "$HUB_PORT" "$WORK/r_hub" "$HUB_PID"
+        load_round nginx "$NGINX_PORT" "$WORK/r_nginx" "$NGINX_PID"
     done
     R_HUB_MEM=$(mib "$(peak_kib "$HUB_PID")")
     R_NGINX_MEM=$(mib "$(peak_kib "$NGINX_PID")")
@@ -298,6 +321,12 @@ bench_tls() {
     fi
     if awk -v n="$R_NGINX" 'BEGIN { exit !(n > 0) }'; then
         R_TLS_RATIO=$(ratio "$R_HUB" "$R_NGINX")
+    fi
+    if v=$(median <"$WORK/r_hub.cpu"); then
+        R_HUB_CPU=$(printf '%.0f ms' "$v")
+    fi
+    if v=$(median <"$WORK/r_nginx.cpu"); then
+        R_NGINX_CPU=$(printf '%.0f ms' "$v")
     fi
     R_HUB=$(printf '%.0f/s' "$R_HUB")
     R_NGINX=$(printf '%.0f/s' "$R_NGINX")
@@ -320,6 +349,8 @@ report() {
     printf '%-34s %-16s %-22s %s\n' \
         "mutual-TLS check-ins per second" "$R_HUB" "nginx $R_NGINX" \
         "$R_TLS_RATIO"
+    printf '%-34s %-16s %-22s\n' "server CPU per 1000 check-ins" \
+        "$R_HUB_CPU" "nginx $R_NGINX_CPU"
     printf '%-34s %-16s %-22s\n' "peak memory, hub under load" \
         "$R_HUB_MEM" "nginx $R_NGINX_MEM"
     printf '%-34s %-16s\n' "peak memory, iomt verify" "$R_VERIFY_RSS"
