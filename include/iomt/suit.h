@@ -72,6 +72,21 @@ int iomt_suit_verify(const uint8_t *env, size_t n,
 /* Checks an image file's SHA-256 and size against a verified manifest. */
 int iomt_suit_check_image(const struct iomt_suit_manifest *m,
                           const char *image_path, struct iomt_err *err);
+/* The same for the SBOM component; IOMT_E_VERIFY when there is none. */
+int iomt_suit_check_sbom(const struct iomt_suit_manifest *m,
+                         const char *sbom_path, struct iomt_err *err);
+/* IOMT_E_ROLLBACK unless the manifest's sequence number is above
+ * installed. */
+int iomt_suit_check_seq(const struct iomt_suit_manifest *m, uint64_t installed,
+                        struct iomt_err *err);
+/* Compares the manifest's vendor (and, if cls is not NULL, class) UUID
+ * with the ones derived from the names; IOMT_E_VERIFY on mismatch. */
+int iomt_suit_check_identity(const struct iomt_suit_manifest *m,
+                             const char *vendor, const char *cls,
+                             struct iomt_err *err);
+
+/* "fa6b4a53-d5ad-5fdf-be9d-e663e4d41ffe" form. */
+void iomt_suit_uuid_str(const uint8_t id[16], char out[37]);
 
 /* Accepts raw CBOR or hex text; decodes hex in place. Returns new length
  * or -1 when neither. */
