@@ -1,0 +1,797 @@
+/*
+ * One device: enrolment (EST simpleenroll with a one-time token) and the
+ * update cycle. Firmware is judged against the manufacturer's trust
+ * anchor only, never the hub's CA, so a compromised hub cannot push an
+ * image; the slots are written only after every check has passed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "agent.h"
+#include "iomt/suit.h"
+
+#define JSON_MAX       (64 * 1024)
+#define CERT_MAX       (64 * 1024)
+#define RELEASE_ID_MAX 64
+
+void agent_log(int quiet, const char *device, const char *fmt, ...)
+{
+    char line[768];
+    va_list ap;
+    int n;
+
+    if (quiet)
+        return;
+    n = snprintf(line, sizeof(line), "agent device=%s ", device);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    /* One write per line so threads do not interleave mid-line. */
+    fprintf(stderr, "%s\n", line);
+}
+
+const char *cycle_result_name(enum cycle_result r)
+{
+    switch (r) {
+    case CYCLE_INSTALLED:
+        return "installed";
+    case CYCLE_REJECTED:
+        return "rejected";
+    case CYCLE_NO_UPDATE:
+        return "no-update";
+    default:
+        return "error";
+    }
+}
+
+static int join_path(char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+
+    return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+}
+
+/* Reads at most cap bytes of a file; more than cap is an error. */
+static int read_file(const char *path, size_t cap, uint8_t **out, size_t *len)
+{
+    uint8_t *buf = malloc(cap + 1);
+    size_t got = 0;
+    int fd;
+
+    *out = NULL;
+    *len = 0;
+    if (buf == NULL)
+        return -1;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        free(buf);
+        return -1;
+    }
+    while (got <= cap) {
+        ssize_t r = read(fd, buf + got, cap + 1 - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got > cap) {
+        free(buf);
+        return -1;
+    }
+    buf[got] = 0;
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+/* Writes a file whole, via a temporary name, so a reader never sees half. */
+static int write_file_atomic(const char *path, const void *p, size_t n,
+                             mode_t mode)
+{
+    char tmp[PATH_MAX];
+    int fd;
+    int rc = -1;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return -1;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    if (write(fd, p, n) == (ssize_t)n && fsync(fd) == 0)
+        rc = 0;
+    close(fd);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -1;
+    if (rc != 0)
+        unlink(tmp);
+    return rc;
+}
+
+static int valid_id(const char *id)
+{
+    size_t n = strlen(id);
+
+    if (n == 0 || n > IOMT_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static int read_device_id(const char *dir, char *id, size_t cap)
+{
+    char path[PATH_MAX];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char *nl;
+
+    if (join_path(path, sizeof(path), dir, "device.conf") != 0 ||
+        read_file(path, 1024, &buf, &len) != 0)
+        return -1;
+    if (strncmp((char *)buf, "device_id=", 10) != 0) {
+        free(buf);
+        return -1;
+    }
+    nl = strchr((char *)buf + 10, '\n');
+    if (nl != NULL)
+        *nl = '\0';
+    if (!valid_id((char *)buf + 10) || strlen((char *)buf + 10) >= cap) {
+        free(buf);
+        return -1;
+    }
+    snprintf(id, cap, "%s", (char *)buf + 10);
+    free(buf);
+    return 0;
+}
+
+int device_is_enrolled(const char *state_dir)
+{
+    char path[PATH_MAX];
+    char id[IOMT_NAME_MAX + 1];
+    struct iomt_slots *s = NULL;
+
+    if (join_path(path, sizeof(path), state_dir, "device.crt") != 0 ||
+        access(path, R_OK) != 0 ||
+        read_device_id(state_dir, id, sizeof(id)) != 0)
+        return 0;
+    if (iomt_slots_open(state_dir, &s, NULL) != IOMT_OK)
+        return 0;
+    iomt_slots_close(s);
+    return 1;
+}
+
+/* The EST body is the CSR's DER in base64: the PEM body without armour. */
+static char *pem_to_b64(const char *pem, size_t n)
+{
+    const char *p = memchr(pem, '\n', n);
+    const char *end;
+    char *out;
+    size_t o = 0;
+
+    if (p == NULL)
+        return NULL;
+    p++;
+    end = strstr(p, "-----END");
+    if (end == NULL)
+        return NULL;
+    out = malloc((size_t)(end - p) + 1);
+    if (out == NULL)
+        return NULL;
+    for (; p < end; p++)
+        if (*p != '\n' && *p != '\r' && *p != ' ')
+            out[o++] = *p;
+    out[o] = '\0';
+    return out;
+}
+
+static int provision_slots(const struct device_opts *o,
+                           const struct enrol_opts *e, char *reason, size_t cap)
+{
+    struct iomt_slots *s = NULL;
+    struct iomt_err err = {0};
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    long norm;
+    int rc;
+
+    if (iomt_slots_open(o->state_dir, &s, NULL) == IOMT_OK) {
+        iomt_slots_close(s);
+        return 0;
+    }
+    if (e->factory_image == NULL || e->factory_envelope == NULL ||
+        e->vendor == NULL || e->class_name == NULL) {
+        snprintf(reason, cap,
+                 "factory: image, envelope, vendor and class "
+                 "are needed to provision");
+        return -1;
+    }
+    if (read_file(e->factory_envelope, IOMT_SUIT_ENVELOPE_MAX * 2, &env,
+                  &env_len) != 0) {
+        snprintf(reason, cap, "factory: cannot read %s", e->factory_envelope);
+        return -1;
+    }
+    norm = iomt_suit_normalise(env, env_len);
+    if (norm < 0) {
+        free(env);
+        snprintf(reason, cap, "factory: envelope is neither CBOR nor hex");
+        return -1;
+    }
+    rc = iomt_slots_create(o->state_dir, e->vendor, e->class_name,
+                           e->factory_image, env, (size_t)norm, o->trust_anchor,
+                           &err);
+    free(env);
+    if (rc != IOMT_OK) {
+        snprintf(reason, cap, "factory: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int load_or_make_key(const char *key_path, struct iomt_key **key,
+                            char *reason, size_t cap)
+{
+    struct iomt_err err = {0};
+
+    if (access(key_path, R_OK) == 0) {
+        if (iomt_key_load(key_path, key, &err) == IOMT_OK)
+            return 0;
+        snprintf(reason, cap, "device-key: %s", err.msg);
+        return -1;
+    }
+    /* The device's own key: made here, never leaves the device. */
+    if (iomt_key_generate(IOMT_ALG_ES256, key, &err) != IOMT_OK ||
+        iomt_key_save(*key, key_path, NULL, &err) != IOMT_OK) {
+        snprintf(reason, cap, "device-key: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int est_enrol(const struct device_opts *o, const struct enrol_opts *e,
+                     const struct iomt_key *key, char *reason, size_t cap)
+{
+    struct iomt_err err = {0};
+    struct iomt_identity id;
+    struct agent_http *h = NULL;
+    struct http_sink sink = {.fd = -1};
+    char path[PATH_MAX];
+    char *csr_pem = NULL, *csr_b64 = NULL, *cert_pem = NULL;
+    size_t csr_len = 0, cert_len = 0;
+    long status = 0;
+    int rc = -1;
+
+    if (iomt_pki_make_csr(key, e->device_id, IOMT_ROLE_DEVICE, &csr_pem,
+                          &csr_len, &err) != IOMT_OK) {
+        snprintf(reason, cap, "csr: %s", err.msg);
+        goto out_free;
+    }
+    csr_b64 = pem_to_b64(csr_pem, csr_len);
+    sink.buf = malloc(CERT_MAX);
+    sink.cap = CERT_MAX;
+    sink.max = CERT_MAX;
+    h = http_open(o->hub_url, o->ca_path, NULL, NULL);
+    if (csr_b64 == NULL || sink.buf == NULL || h == NULL) {
+        snprintf(reason, cap, "enrol: bad hub URL or out of memory");
+        goto out_free;
+    }
+    if (http_call(h, "POST", "/.well-known/est/simpleenroll",
+                  "application/pkcs10", csr_b64, strlen(csr_b64), e->device_id,
+                  e->token, &sink, &status) != 0) {
+        snprintf(reason, cap, "enrol: %s", http_error(h));
+        goto out_free;
+    }
+    if (status != 200) {
+        snprintf(reason, cap, "enrol: hub answered %ld%s", status,
+                 status == 401 ? " (token refused)" : "");
+        goto out_free;
+    }
+    if (iomt_pki_est_unwrap(sink.buf, sink.len, &cert_pem, &cert_len, &err) !=
+        IOMT_OK) {
+        snprintf(reason, cap, "enrol: certificate: %s", err.msg);
+        goto out_free;
+    }
+    /* The hub must have issued this device's identity, nothing else. */
+    if (iomt_pki_identity_pem((const uint8_t *)cert_pem, cert_len, &id, &err) !=
+            IOMT_OK ||
+        strcmp(id.name, e->device_id) != 0 ||
+        strcmp(id.role, IOMT_ROLE_DEVICE) != 0) {
+        snprintf(reason, cap, "enrol: certificate names the wrong device");
+        goto out_free;
+    }
+    if (join_path(path, sizeof(path), o->state_dir, "device.crt") != 0 ||
+        write_file_atomic(path, cert_pem, cert_len, 0644) != 0) {
+        snprintf(reason, cap, "enrol: cannot store the certificate");
+        goto out_free;
+    }
+    agent_log(o->quiet, e->device_id, "event=enrolled serial=%s",
+              id.serial_hex);
+    rc = 0;
+out_free:
+    http_close(h);
+    free(sink.buf);
+    free(csr_pem);
+    free(csr_b64);
+    free(cert_pem);
+    return rc;
+}
+
+int device_enrol(const struct device_opts *o, const struct enrol_opts *e,
+                 char *reason, size_t cap)
+{
+    char key_path[PATH_MAX], path[PATH_MAX];
+    char conf[IOMT_NAME_MAX + 16];
+    struct iomt_key *key = NULL;
+    int n;
+    int rc = -1;
+
+    reason[0] = '\0';
+    if (e->device_id == NULL || !valid_id(e->device_id)) {
+        snprintf(reason, cap, "device-id: missing or not [A-Za-z0-9._-]");
+        return -1;
+    }
+    if (mkdir(o->state_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(reason, cap, "state: mkdir %s: %s", o->state_dir,
+                 strerror(errno));
+        return -1;
+    }
+    if (provision_slots(o, e, reason, cap) != 0)
+        return -1;
+    n = snprintf(conf, sizeof(conf), "device_id=%s\n", e->device_id);
+    if (join_path(path, sizeof(path), o->state_dir, "device.conf") != 0 ||
+        write_file_atomic(path, conf, (size_t)n, 0600) != 0) {
+        snprintf(reason, cap, "state: cannot write device.conf");
+        return -1;
+    }
+    if (device_is_enrolled(o->state_dir))
+        return 0;
+    if (e->token == NULL) {
+        snprintf(reason, cap, "token: an enrolment token is needed");
+        return -1;
+    }
+    if (join_path(key_path, sizeof(key_path), o->state_dir, "device.key") != 0)
+        return -1;
+    if (load_or_make_key(key_path, &key, reason, cap) != 0)
+        goto out_free;
+    rc = est_enrol(o, e, key, reason, cap);
+out_free:
+    iomt_key_free(key);
+    return rc;
+}
+
+/* ---- the update cycle ---- */
+
+struct cycle {
+    const struct device_opts *o;
+    char id[IOMT_NAME_MAX + 1];
+    struct agent_http *h;
+    struct iomt_slots *slots;
+    struct cycle_outcome *out;
+    json_t *release_id;
+    char release_path[RELEASE_ID_MAX + 1];
+};
+
+static void set_reason(struct cycle *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void set_reason(struct cycle *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(c->out->reason, sizeof(c->out->reason), fmt, ap);
+    va_end(ap);
+}
+
+static void running_version(const struct iomt_slots *s, char *version,
+                            size_t cap, uint64_t *seq)
+{
+    const struct iomt_slot_state *st = iomt_slots_state(s);
+    int slot = iomt_slots_running(s);
+
+    if (slot == IOMT_SLOT_NONE)
+        slot = st->active;
+    snprintf(version, cap, "%s", st->slot[slot].version);
+    *seq = st->slot[slot].seq;
+}
+
+/* POSTs JSON and parses a JSON answer (when wanted); returns the status. */
+static long post_json(struct cycle *c, const char *path, json_t *body,
+                      json_t **answer)
+{
+    struct http_sink sink = {.fd = -1};
+    char *text = json_dumps(body, JSON_COMPACT);
+    long status = 0;
+
+    if (answer != NULL)
+        *answer = NULL;
+    sink.buf = malloc(JSON_MAX);
+    sink.cap = JSON_MAX;
+    sink.max = JSON_MAX;
+    if (text == NULL || sink.buf == NULL) {
+        status = -1;
+        goto out_free;
+    }
+    if (http_call(c->h, "POST", path, "application/json", text, strlen(text),
+                  NULL, NULL, &sink, &status) != 0) {
+        status = -1;
+        goto out_free;
+    }
+    if (answer != NULL && status >= 200 && status < 300)
+        *answer = json_loadb((const char *)sink.buf, sink.len, 0, NULL);
+out_free:
+    free(text);
+    free(sink.buf);
+    return status;
+}
+
+static long checkin(struct cycle *c, json_t **answer)
+{
+    const struct iomt_slot_state *st = iomt_slots_state(c->slots);
+    int slot = iomt_slots_running(c->slots);
+    char version[IOMT_SUIT_TEXT_MAX + 1];
+    uint64_t seq;
+    json_t *body;
+    long status;
+
+    running_version(c->slots, version, sizeof(version), &seq);
+    if (slot == IOMT_SLOT_NONE)
+        slot = st->active;
+    body = json_pack("{s:s, s:I, s:s, s:s}", "version", version, "seq",
+                     (json_int_t)seq, "slot", iomt_slot_name(slot), "state",
+                     iomt_slots_state_name(c->slots));
+    if (body == NULL)
+        return -1;
+    status = post_json(c, "/api/v1/checkin", body, answer);
+    json_decref(body);
+    return status;
+}
+
+static void report(struct cycle *c)
+{
+    json_t *body;
+    long status;
+
+    if (c->release_id == NULL)
+        return;
+    body = json_pack("{s:O, s:s, s:s, s:s, s:I}", "release_id", c->release_id,
+                     "result", cycle_result_name(c->out->result), "reason",
+                     c->out->reason, "version", c->out->new_version, "seq",
+                     (json_int_t)c->out->new_seq);
+    if (body == NULL)
+        return;
+    status = post_json(c, "/api/v1/reports", body, NULL);
+    json_decref(body);
+    if (status < 200 || status >= 300)
+        agent_log(c->o->quiet, c->id, "event=report-failed status=%ld", status);
+}
+
+/* The release ID goes into a URL path: digits or a short safe token. */
+static int take_release_id(struct cycle *c, json_t *id)
+{
+    if (json_is_integer(id)) {
+        snprintf(c->release_path, sizeof(c->release_path), "%lld",
+                 (long long)json_integer_value(id));
+    } else if (json_is_string(id) && valid_id(json_string_value(id)) &&
+               strlen(json_string_value(id)) <= RELEASE_ID_MAX) {
+        snprintf(c->release_path, sizeof(c->release_path), "%s",
+                 json_string_value(id));
+    } else {
+        return -1;
+    }
+    c->release_id = json_incref(id);
+    return 0;
+}
+
+static int fetch_envelope(struct cycle *c, uint8_t **env, size_t *env_len)
+{
+    struct http_sink sink = {.fd = -1};
+    char path[128];
+    long status = 0;
+    long norm;
+
+    *env = NULL;
+    snprintf(path, sizeof(path), "/api/v1/releases/%s/envelope",
+             c->release_path);
+    sink.buf = malloc(IOMT_SUIT_ENVELOPE_MAX * 2);
+    sink.cap = IOMT_SUIT_ENVELOPE_MAX * 2;
+    sink.max = sink.cap;
+    if (sink.buf == NULL)
+        return -1;
+    if (http_call(c->h, "GET", path, NULL, NULL, 0, NULL, NULL, &sink,
+                  &status) != 0 ||
+        status != 200) {
+        set_reason(c, "download: envelope: %s",
+                   sink.overflow ? "larger than allowed"
+                   : status      ? "hub refused"
+                                 : http_error(c->h));
+        free(sink.buf);
+        return -1;
+    }
+    norm = iomt_suit_normalise(sink.buf, sink.len);
+    if (norm < 0) {
+        set_reason(c, "envelope: neither CBOR nor hex");
+        free(sink.buf);
+        return -1;
+    }
+    *env = sink.buf;
+    *env_len = (size_t)norm;
+    return 0;
+}
+
+/*
+ * Streams the image into the staging file, hashing as it goes and cutting
+ * the transfer off at the size the signed manifest gives.
+ */
+static int fetch_image(struct cycle *c, const struct iomt_suit_manifest *m,
+                       const char *staging)
+{
+    struct http_sink sink = {.fd = -1};
+    uint8_t digest[IOMT_SHA256_LEN];
+    char path[128];
+    long status = 0;
+    int rc = -1;
+
+    snprintf(path, sizeof(path), "/api/v1/releases/%s/image", c->release_path);
+    sink.fd = open(staging, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    sink.max = m->image_size;
+    sink.hash = iomt_sha256_new();
+    if (sink.fd < 0 || sink.hash == NULL) {
+        set_reason(c, "download: cannot open the staging file");
+        goto out_close;
+    }
+    if (http_call(c->h, "GET", path, NULL, NULL, 0, NULL, NULL, &sink,
+                  &status) != 0 ||
+        status != 200) {
+        if (sink.overflow)
+            set_reason(c,
+                       "image-size: hub sent more than the manifest's "
+                       "%llu bytes",
+                       (unsigned long long)m->image_size);
+        else
+            set_reason(c, "download: image: %s",
+                       status ? "hub refused" : http_error(c->h));
+        goto out_close;
+    }
+    iomt_sha256_final(sink.hash, digest);
+    if (sink.got != m->image_size) {
+        set_reason(c, "image-size: got %llu bytes, manifest says %llu",
+                   (unsigned long long)sink.got,
+                   (unsigned long long)m->image_size);
+        goto out_close;
+    }
+    if (memcmp(digest, m->image_digest, IOMT_SHA256_LEN) != 0) {
+        set_reason(c, "image-digest: SHA-256 of the image differs from the "
+                      "signed manifest");
+        goto out_close;
+    }
+    if (fsync(sink.fd) != 0) {
+        set_reason(c, "download: fsync of the staging file failed");
+        goto out_close;
+    }
+    rc = 0;
+out_close:
+    if (sink.fd >= 0)
+        close(sink.fd);
+    iomt_sha256_free(sink.hash);
+    return rc;
+}
+
+/* Stage, trial-boot through the boot verifier, confirm. */
+static int install(struct cycle *c, const uint8_t *env, size_t env_len,
+                   const char *staging)
+{
+    struct iomt_err err = {0};
+    int booted = IOMT_SLOT_NONE;
+    int trial;
+
+    if (iomt_slots_stage(c->slots, env, env_len, staging, c->o->trust_anchor,
+                         &err) != IOMT_OK ||
+        iomt_slots_mark_trial(c->slots, &err) != IOMT_OK) {
+        set_reason(c, "%s", err.msg);
+        return err.code == IOMT_E_IO ? -2 : -1;
+    }
+    trial = iomt_slots_state(c->slots)->trial;
+    /* The simulated reboot: state is re-read from disk, as after reset. */
+    iomt_slots_close(c->slots);
+    c->slots = NULL;
+    if (iomt_slots_open(c->o->state_dir, &c->slots, &err) != IOMT_OK ||
+        iomt_slots_boot(c->slots, c->o->trust_anchor, &booted, &err) !=
+            IOMT_OK) {
+        set_reason(c, "trial-boot: %s", err.msg);
+        return -2;
+    }
+    if (booted != trial) {
+        set_reason(c, "trial-boot: the boot verifier refused the new slot");
+        return -1;
+    }
+    /* Self-test of the new image would run here; the simulator has none. */
+    if (iomt_slots_confirm(c->slots, &err) != IOMT_OK) {
+        set_reason(c, "confirm: %s", err.msg);
+        return -2;
+    }
+    return 0;
+}
+
+static void offer(struct cycle *c, json_t *rel)
+{
+    const struct iomt_slot_state *st = iomt_slots_state(c->slots);
+    struct iomt_suit_manifest m;
+    struct iomt_err err = {0};
+    char staging[PATH_MAX];
+    json_t *seq = json_object_get(rel, "seq");
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    int rc;
+
+    c->out->result = CYCLE_REJECTED;
+    if (take_release_id(c, json_object_get(rel, "release_id")) != 0) {
+        set_reason(c, "offer: release_id missing or malformed");
+        c->out->result = CYCLE_ERROR;
+        return;
+    }
+    /* The offered seq is unsigned hub data: only a cheap early refusal. */
+    if (json_is_integer(seq) &&
+        (uint64_t)json_integer_value(seq) <= st->rollback_seq) {
+        set_reason(c,
+                   "rollback: offered seq %lld is not above installed "
+                   "%llu",
+                   (long long)json_integer_value(seq),
+                   (unsigned long long)st->rollback_seq);
+        return;
+    }
+    if (fetch_envelope(c, &env, &env_len) != 0)
+        return;
+    if (iomt_slots_check_envelope(c->slots, env, env_len, c->o->trust_anchor,
+                                  &m, &err) != IOMT_OK) {
+        set_reason(c, "%s", err.msg);
+        goto out_free;
+    }
+    if (join_path(staging, sizeof(staging), c->o->state_dir, "staging.img") !=
+        0) {
+        set_reason(c, "state: path too long");
+        goto out_free;
+    }
+    rc = fetch_image(c, &m, staging);
+    if (rc == 0)
+        rc = install(c, env, env_len, staging);
+    unlink(staging);
+    if (rc == 0)
+        c->out->result = CYCLE_INSTALLED;
+    else if (rc == -2)
+        c->out->result = CYCLE_ERROR;
+out_free:
+    free(env);
+}
+
+void device_cycle(const struct device_opts *o, struct cycle_outcome *out)
+{
+    struct cycle c;
+    struct iomt_err err = {0};
+    char cert[PATH_MAX], key[PATH_MAX];
+    json_t *answer = NULL, *rel;
+    int booted;
+    long status;
+
+    memset(out, 0, sizeof(*out));
+    memset(&c, 0, sizeof(c));
+    c.o = o;
+    c.out = out;
+    out->result = CYCLE_ERROR;
+    if (read_device_id(o->state_dir, c.id, sizeof(c.id)) != 0) {
+        set_reason(&c, "state: not enrolled (no device.conf)");
+        return;
+    }
+    /* Power-on: the boot verifier picks and re-verifies a slot. */
+    if (iomt_slots_open(o->state_dir, &c.slots, &err) != IOMT_OK ||
+        iomt_slots_boot(c.slots, o->trust_anchor, &booted, &err) != IOMT_OK) {
+        set_reason(&c, "boot: %s", err.msg);
+        goto out_free;
+    }
+    /* A trial left running by a reset after its boot is confirmed now. */
+    if (booted == iomt_slots_state(c.slots)->trial &&
+        iomt_slots_confirm(c.slots, &err) != IOMT_OK) {
+        set_reason(&c, "confirm: %s", err.msg);
+        goto out_free;
+    }
+    running_version(c.slots, out->old_version, sizeof(out->old_version),
+                    &out->old_seq);
+    memcpy(out->new_version, out->old_version, sizeof(out->new_version));
+    out->new_seq = out->old_seq;
+
+    if (join_path(cert, sizeof(cert), o->state_dir, "device.crt") != 0 ||
+        join_path(key, sizeof(key), o->state_dir, "device.key") != 0 ||
+        (c.h = http_open(o->hub_url, o->ca_path, cert, key)) == NULL) {
+        set_reason(&c, "hub: bad URL (https:// only) or out of memory");
+        goto out_free;
+    }
+    status = checkin(&c, &answer);
+    if (status != 200 || answer == NULL) {
+        set_reason(&c, "checkin: %s",
+                   status < 0 ? http_error(c.h) : "hub refused");
+        goto out_free;
+    }
+    rel = json_object_get(answer, "release");
+    if (rel == NULL || json_is_null(rel)) {
+        out->result = CYCLE_NO_UPDATE;
+        goto out_free;
+    }
+    offer(&c, rel);
+    if (c.slots != NULL)
+        running_version(c.slots, out->new_version, sizeof(out->new_version),
+                        &out->new_seq);
+    agent_log(o->quiet, c.id,
+              "event=update release=%s result=%s seq=%llu reason=\"%s\"",
+              c.release_path, cycle_result_name(out->result),
+              (unsigned long long)out->new_seq, out->reason);
+    report(&c);
+out_free:
+    json_decref(answer);
+    json_decref(c.release_id);
+    http_close(c.h);
+    iomt_slots_close(c.slots);
+}
+
+int device_status(const char *state_dir, int json)
+{
+    struct iomt_slots *s = NULL;
+    struct iomt_err err = {0};
+    const struct iomt_slot_state *st;
+    char id[IOMT_NAME_MAX + 1] = "-";
+
+    if (iomt_slots_open(state_dir, &s, &err) != IOMT_OK) {
+        fprintf(stderr, "iomt-agent: %s\n", err.msg);
+        return AGENT_EXIT_USAGE;
+    }
+    read_device_id(state_dir, id, sizeof(id));
+    st = iomt_slots_state(s);
+    if (json) {
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:I, s:[{s:s, s:b, s:I, "
+            "s:s}, {s:s, s:b, s:I, s:s}]}",
+            "device_id", id, "vendor", st->vendor, "class", st->class_name,
+            "active", iomt_slot_name(st->active), "trial",
+            iomt_slot_name(st->trial), "trial_attempts",
+            (int)st->trial_attempts, "confirmed", st->confirmed, "rollback_seq",
+            (json_int_t)st->rollback_seq, "slots", "slot", "A", "valid",
+            st->slot[0].valid, "seq", (json_int_t)st->slot[0].seq, "version",
+            st->slot[0].version, "slot", "B", "valid", st->slot[1].valid, "seq",
+            (json_int_t)st->slot[1].seq, "version", st->slot[1].version);
+        char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("device   %s\nvendor   %s\nclass    %s\n", id, st->vendor,
+               st->class_name);
+        printf("active   %s (%s)\ntrial    %s (attempts %u)\n",
+               iomt_slot_name(st->active),
+               st->confirmed ? "confirmed" : "unconfirmed",
+               iomt_slot_name(st->trial), st->trial_attempts);
+        printf("rollback %llu\n", (unsigned long long)st->rollback_seq);
+        for (int i = 0; i < 2; i++)
+            printf("slot %s   %s seq=%llu version=%s\n", iomt_slot_name(i),
+                   st->slot[i].valid ? "valid  " : "invalid",
+                   (unsigned long long)st->slot[i].seq, st->slot[i].version);
+    }
+    iomt_slots_close(s);
+    return AGENT_EXIT_OK;
+}
