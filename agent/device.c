@@ -468,7 +468,10 @@ static void report(struct cycle *c)
     json_t *body;
     long status;
 
-    if (c->release_id == NULL)
+    /* Only verdicts on the release are reported; a transport or storage
+     * failure says nothing about it and the next cycle retries. */
+    if (c->release_id == NULL ||
+        (c->out->result != CYCLE_INSTALLED && c->out->result != CYCLE_REJECTED))
         return;
     body = json_pack("{s:O, s:s, s:s, s:s, s:I}", "release_id", c->release_id,
                      "result", cycle_result_name(c->out->result), "reason",
