@@ -1,5 +1,233 @@
-/* Placeholder until the module lands. */
-int main(void)
+/*
+ * iomt-hub: the hospital-side service. Devices enrol over EST, check in,
+ * fetch their assigned release and report; operators manage inventory and
+ * releases. HTTPS with TLS 1.3 mutual authentication, state in SQLite.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/thread.h>
+#include <openssl/ssl.h>
+
+#include "hub.h"
+#include "store.h"
+
+#define WORKERS_MAX 64
+
+static void usage(FILE *out)
 {
-    return 3;
+    fprintf(out,
+            "usage: iomt-hub serve --dir STATE_DIR --ca-dir CA_DIR "
+            "--cert HUB.pem --key HUB.key.pem\n"
+            "                      [--listen 127.0.0.1:8443] "
+            "[--port-file FILE] [--workers N]\n"
+            "                      [--image-max BYTES] [--token-ttl SECONDS] "
+            "[--device-days N]\n"
+            "Listens on loopback by default; port 0 picks a free port and "
+            "--port-file\nreceives it once the hub accepts connections. "
+            "SIGTERM or SIGINT stop it.\n");
+}
+
+static int parse_num(const char *text, long long min, long long max,
+                     long long *out)
+{
+    char *end = NULL;
+    long long v;
+
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != 0 || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct hub_config *cfg)
+{
+    long long v;
+    int i;
+
+    for (i = 2; i < argc; i++) {
+        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (val == NULL)
+            return -1;
+        i++;
+        if (strcmp(opt, "--dir") == 0)
+            cfg->state_dir = val;
+        else if (strcmp(opt, "--ca-dir") == 0)
+            cfg->ca_dir = val;
+        else if (strcmp(opt, "--cert") == 0)
+            cfg->cert_path = val;
+        else if (strcmp(opt, "--key") == 0)
+            cfg->key_path = val;
+        else if (strcmp(opt, "--listen") == 0)
+            cfg->listen = val;
+        else if (strcmp(opt, "--port-file") == 0)
+            cfg->port_file = val;
+        else if (strcmp(opt, "--workers") == 0 &&
+                 parse_num(val, 1, WORKERS_MAX, &v) == 0)
+            cfg->workers = (int)v;
+        else if (strcmp(opt, "--image-max") == 0 &&
+                 parse_num(val, 1, 1LL << 40, &v) == 0)
+            cfg->image_max = (uint64_t)v;
+        else if (strcmp(opt, "--token-ttl") == 0 &&
+                 parse_num(val, 1, 366LL * 86400, &v) == 0)
+            cfg->token_ttl = (long)v;
+        else if (strcmp(opt, "--device-days") == 0 &&
+                 parse_num(val, 1, 36500, &v) == 0)
+            cfg->device_days = (int)v;
+        else
+            return -1;
+    }
+    return cfg->state_dir && cfg->ca_dir && cfg->cert_path && cfg->key_path
+               ? 0
+               : -1;
+}
+
+static int prepare_dirs(struct hub_config *cfg)
+{
+    if (mkdir(cfg->state_dir, 0700) != 0 && errno != EEXIST)
+        return -1;
+    if (snprintf(cfg->ca_key_path, sizeof(cfg->ca_key_path), "%s/ca.key.pem",
+                 cfg->ca_dir) >= (int)sizeof(cfg->ca_key_path) ||
+        snprintf(cfg->ca_cert_path, sizeof(cfg->ca_cert_path), "%s/ca.pem",
+                 cfg->ca_dir) >= (int)sizeof(cfg->ca_cert_path) ||
+        snprintf(cfg->db_path, sizeof(cfg->db_path), "%s/hub.db",
+                 cfg->state_dir) >= (int)sizeof(cfg->db_path) ||
+        snprintf(cfg->images_dir, sizeof(cfg->images_dir), "%s/images",
+                 cfg->state_dir) >= (int)sizeof(cfg->images_dir)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (mkdir(cfg->images_dir, 0700) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int load_cacerts(struct hub_config *cfg, struct iomt_err *err)
+{
+    uint8_t buf[16 * 1024];
+    size_t n;
+    FILE *f = fopen(cfg->ca_cert_path, "rb");
+    int rc;
+
+    if (f == NULL)
+        return iomt_err_set(err, IOMT_E_IO, "%s: %s", cfg->ca_cert_path,
+                            strerror(errno));
+    n = fread(buf, 1, sizeof(buf), f);
+    rc = ferror(f) || !feof(f);
+    fclose(f);
+    if (rc)
+        return iomt_err_set(err, IOMT_E_INPUT, "%s: unreadable or too big",
+                            cfg->ca_cert_path);
+    if (access(cfg->ca_key_path, R_OK) != 0)
+        return iomt_err_set(err, IOMT_E_IO, "%s: %s", cfg->ca_key_path,
+                            strerror(errno));
+    return iomt_pki_est_wrap(buf, n, &cfg->cacerts_b64, &cfg->cacerts_len, err);
+}
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[PATH_MAX];
+    FILE *f;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return -1;
+    f = fopen(tmp, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0)
+        return -1;
+    /* Readers see the whole number or no file at all. */
+    return rename(tmp, path);
+}
+
+static int serve(struct hub_config *cfg)
+{
+    struct hub_worker *workers[WORKERS_MAX] = {0};
+    struct iomt_err err = {0};
+    SSL_CTX *ssl_ctx = NULL;
+    sigset_t stop_set;
+    int listen_fd = -1, port = 0, i, sig = 0, rc = 1;
+
+    if (prepare_dirs(cfg) != 0) {
+        hub_log("error", "start", "msg=\"state dir: %s\"", strerror(errno));
+        return 1;
+    }
+    if (load_cacerts(cfg, &err) != IOMT_OK ||
+        store_init(cfg->db_path, &err) != IOMT_OK ||
+        iomt_pki_tls_server_ctx(cfg->ca_cert_path, cfg->cert_path,
+                                cfg->key_path, &ssl_ctx, &err) != IOMT_OK) {
+        hub_log("error", "start", "msg=\"%s\"", err.msg);
+        goto out_free;
+    }
+    if (evthread_use_pthreads() != 0 ||
+        hub_listen(cfg->listen, &listen_fd, &port) != 0) {
+        hub_log("error", "start", "listen=%s msg=\"%s\"", cfg->listen,
+                strerror(errno));
+        goto out_free;
+    }
+    /* Workers inherit this mask: only the main thread takes signals. */
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    for (i = 0; i < cfg->workers; i++) {
+        workers[i] = hub_worker_new(cfg, listen_fd, ssl_ctx);
+        if (workers[i] == NULL || hub_worker_start(workers[i]) != 0) {
+            hub_log("error", "start", "msg=\"worker %d failed\"", i);
+            goto out_stop;
+        }
+    }
+    if (cfg->port_file != NULL && write_port_file(cfg->port_file, port) != 0) {
+        hub_log("error", "start", "port_file=%s msg=\"%s\"", cfg->port_file,
+                strerror(errno));
+        goto out_stop;
+    }
+    hub_log("info", "listening", "listen=%s port=%d workers=%d", cfg->listen,
+            port, cfg->workers);
+    if (sigwait(&stop_set, &sig) == 0)
+        hub_log("info", "stopping", "signal=%d", sig);
+    rc = 0;
+out_stop:
+    for (i = 0; i < cfg->workers; i++)
+        hub_worker_free(workers[i]);
+out_free:
+    if (listen_fd >= 0)
+        close(listen_fd);
+    SSL_CTX_free(ssl_ctx);
+    free(cfg->cacerts_b64);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct hub_config cfg;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.listen = "127.0.0.1:8443";
+    cfg.workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ? WORKERS_MAX : (int)cpus;
+    cfg.image_max = HUB_IMAGE_MAX_DEF;
+    cfg.token_ttl = 24 * 3600;
+    cfg.device_days = 365;
+    if (argc >= 2 &&
+        (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc < 2 || strcmp(argv[1], "serve") != 0 ||
+        parse_args(argc, argv, &cfg) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    return serve(&cfg);
 }

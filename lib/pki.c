@@ -499,9 +499,11 @@ int iomt_pki_csr_name(const uint8_t *csr, size_t n, char *name,
     return rc;
 }
 
-static int add_role_exts(X509 *cert, X509V3_CTX *ctx, const char *role)
+static int add_role_exts(X509 *cert, X509V3_CTX *ctx, const char *name,
+                         const char *role)
 {
     int is_hub = strcmp(role, IOMT_ROLE_HUB) == 0;
+    char san[IOMT_NAME_MAX + 48];
 
     if (!add_ext(cert, ctx, NID_basic_constraints, "critical,CA:FALSE") ||
         !add_ext(cert, ctx, NID_key_usage, "critical,digitalSignature") ||
@@ -510,10 +512,15 @@ static int add_role_exts(X509 *cert, X509V3_CTX *ctx, const char *role)
         !add_ext(cert, ctx, NID_subject_key_identifier, "hash") ||
         !add_ext(cert, ctx, NID_authority_key_identifier, "keyid:always"))
         return 0;
-    if (is_hub)
-        return add_ext(cert, ctx, NID_subject_alt_name,
-                       "DNS:localhost,IP:127.0.0.1");
-    return 1;
+    if (!is_hub)
+        return 1;
+    /* Clients check the hub by name; its own name joins the loopback
+     * names so a test can pin it with a resolver override. */
+    if (strcmp(name, "localhost") == 0)
+        snprintf(san, sizeof(san), "DNS:localhost,IP:127.0.0.1");
+    else
+        snprintf(san, sizeof(san), "DNS:%s,DNS:localhost,IP:127.0.0.1", name);
+    return add_ext(cert, ctx, NID_subject_alt_name, san);
 }
 
 int iomt_pki_issue(const char *ca_key_path, const char *ca_cert_path,
@@ -550,7 +557,7 @@ int iomt_pki_issue(const char *ca_key_path, const char *ca_cert_path,
         X509_set_pubkey(cert, X509_REQ_get0_pubkey(req)) != 1)
         goto out_fail;
     X509V3_set_ctx(&ctx, ca, cert, NULL, NULL, 0);
-    if (!add_role_exts(cert, &ctx, role) ||
+    if (!add_role_exts(cert, &ctx, name, role) ||
         !sign_cert(cert, iomt_key_evp(ca_key)))
         goto out_fail;
     *cert_pem = cert_to_pem(cert, cert_len);

@@ -1,0 +1,234 @@
+/*
+ * Device inventory and the device's own calls: creation with a one-time
+ * enrolment token, listing, revocation, check-in and install reports.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "hub.h"
+#include "store.h"
+
+#define TOKEN_BYTES 16
+#define REASON_MAX  256
+#define STATE_MAX   32
+
+static int criticality_ok(const char *c)
+{
+    return c != NULL && (strcmp(c, "high") == 0 || strcmp(c, "medium") == 0 ||
+                         strcmp(c, "low") == 0);
+}
+
+static void rfc3339(int64_t t, char *out, size_t cap)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    gmtime_r(&tt, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Runs a write transaction that ends with the audit record. */
+static int commit_with_audit(struct hub_req *req, int rc, const char *action,
+                             const char *object, const char *detail)
+{
+    if (rc == IOMT_OK)
+        rc = api_audit(req, action, object, detail);
+    if (rc != IOMT_OK) {
+        store_rollback(req->store);
+        return rc;
+    }
+    return store_commit(req->store);
+}
+
+void devices_create(struct hub_req *req)
+{
+    uint8_t raw[TOKEN_BYTES], hash[IOMT_SHA256_LEN];
+    char token[2 * TOKEN_BYTES + 1], expires_text[32], detail[96];
+    const char *device_id, *model, *crit;
+    int64_t expires = (int64_t)time(NULL) + req->cfg->token_ttl;
+    json_t *body = api_parse_json(req);
+    int rc;
+
+    if (body == NULL)
+        return;
+    device_id = api_json_str(body, "device_id", IOMT_NAME_MAX);
+    model = api_json_str(body, "model", IOMT_NAME_MAX);
+    crit = api_json_str(body, "criticality", 8);
+    if (!iomt_pki_name_ok(device_id) || !iomt_pki_name_ok(model) ||
+        !criticality_ok(crit)) {
+        hub_reply_error(req, 400, "bad_field",
+                        !iomt_pki_name_ok(device_id) ? "device_id"
+                        : !iomt_pki_name_ok(model)   ? "model"
+                                                     : "criticality",
+                        "missing or invalid");
+        goto out_free;
+    }
+    if (iomt_random(raw, sizeof(raw)) != IOMT_OK) {
+        hub_reply_error(req, 500, "internal", "token", "no randomness");
+        goto out_free;
+    }
+    iomt_hex(raw, sizeof(raw), token);
+    iomt_wipe(raw, sizeof(raw));
+    iomt_sha256((const uint8_t *)token, strlen(token), hash);
+    snprintf(detail, sizeof(detail), "model=%s criticality=%s", model, crit);
+    if (store_begin(req->store, 1) != IOMT_OK) {
+        hub_reply_error(req, 503, "storage", "", "store busy");
+        goto out_free;
+    }
+    rc = store_device_add(req->store, device_id, model, crit, hash, expires);
+    rc = commit_with_audit(req, rc, "device_create", device_id, detail);
+    if (rc == IOMT_E_STATE) {
+        hub_reply_error(req, 409, "exists", "device_id",
+                        "device already exists");
+        goto out_free;
+    }
+    if (rc != IOMT_OK) {
+        hub_reply_error(req, 500, "storage", "", "could not record");
+        goto out_free;
+    }
+    rfc3339(expires, expires_text, sizeof(expires_text));
+    hub_reply_json(req, 201,
+                   json_pack("{s:s, s:s, s:s}", "device_id", device_id, "token",
+                             token, "expires", expires_text));
+    hub_log("info", "device_create", "device=%s model=%s by=%s", device_id,
+            model, req->id.name);
+out_free:
+    iomt_wipe(token, sizeof(token));
+    json_decref(body);
+}
+
+void devices_list(struct hub_req *req)
+{
+    json_t *list = store_devices_json(req->store);
+
+    if (list == NULL) {
+        hub_reply_error(req, 500, "storage", "devices", "cannot read");
+        return;
+    }
+    hub_reply_json(req, 200, json_pack("{s:o}", "devices", list));
+}
+
+void devices_revoke(struct hub_req *req, const char *device_id)
+{
+    int rc;
+
+    if (!iomt_pki_name_ok(device_id)) {
+        hub_reply_error(req, 404, "not_found", "device_id", "no such device");
+        return;
+    }
+    if (store_begin(req->store, 1) != IOMT_OK) {
+        hub_reply_error(req, 503, "storage", "", "store busy");
+        return;
+    }
+    rc = store_device_revoke(req->store, device_id);
+    rc = commit_with_audit(req, rc, "device_revoke", device_id, "");
+    if (rc == IOMT_E_INPUT)
+        hub_reply_error(req, 404, "not_found", "device_id", "no such device");
+    else if (rc != IOMT_OK)
+        hub_reply_error(req, 500, "storage", "", "could not record");
+    else
+        hub_reply(req, 204, NULL, NULL, 0);
+}
+
+static json_t *offer_json(struct hub_req *req, uint64_t seq)
+{
+    struct store_release r;
+
+    if (!store_offer(req->store, req->id.name, &r) || r.seq <= seq)
+        return json_null();
+    return json_pack("{s:s, s:I, s:s, s:I}", "release_id", r.release_id, "seq",
+                     (json_int_t)r.seq, "version", r.version, "image_size",
+                     (json_int_t)r.image_size);
+}
+
+void devices_checkin(struct hub_req *req)
+{
+    const char *version, *slot, *state;
+    char detail[160];
+    json_t *body = api_parse_json(req), *offer;
+    uint64_t seq = 0;
+    int rc;
+
+    if (body == NULL)
+        return;
+    version = api_json_str(body, "version", STORE_TEXT_MAX);
+    slot = api_json_str(body, "slot", 1);
+    state = api_json_str(body, "state", STATE_MAX);
+    if (version == NULL || api_json_u64(body, "seq", &seq) != 0 ||
+        slot == NULL || (strcmp(slot, "A") != 0 && strcmp(slot, "B") != 0) ||
+        state == NULL) {
+        hub_reply_error(req, 400, "bad_field",
+                        version == NULL ? "version"
+                        : slot == NULL  ? "slot"
+                        : state == NULL ? "state"
+                                        : "seq",
+                        "missing or invalid");
+        goto out_free;
+    }
+    snprintf(detail, sizeof(detail), "seq=%llu slot=%s state=%s",
+             (unsigned long long)seq, slot, state);
+    /* Check-ins are frequent and restatable: NORMAL sync keeps them off
+     * the fsync path; enrolment, releases and reports stay FULL. */
+    if (store_begin(req->store, 0) != IOMT_OK) {
+        hub_reply_error(req, 503, "storage", "", "store busy");
+        goto out_free;
+    }
+    rc = store_checkin(req->store, req->id.name, version, seq, slot, state,
+                       (int64_t)time(NULL));
+    offer = rc == IOMT_OK ? offer_json(req, seq) : NULL;
+    rc = commit_with_audit(req, rc, "checkin", req->id.name, detail);
+    if (rc != IOMT_OK || offer == NULL) {
+        json_decref(offer);
+        hub_reply_error(req, 500, "storage", "", "could not record");
+        goto out_free;
+    }
+    hub_reply_json(req, 200, json_pack("{s:o}", "release", offer));
+out_free:
+    json_decref(body);
+}
+
+void devices_report(struct hub_req *req)
+{
+    const char *release_id, *result, *reason, *version;
+    char detail[REASON_MAX + 96];
+    json_t *body = api_parse_json(req);
+    uint64_t seq = 0;
+    int rc;
+
+    if (body == NULL)
+        return;
+    release_id = api_json_str(body, "release_id", HUB_RELEASE_ID);
+    result = api_json_str(body, "result", 16);
+    reason = api_json_str(body, "reason", REASON_MAX);
+    version = api_json_str(body, "version", STORE_TEXT_MAX);
+    if (json_object_get(body, "seq") != NULL &&
+        api_json_u64(body, "seq", &seq) != 0)
+        result = NULL;
+    if (release_id == NULL || result == NULL ||
+        (strcmp(result, "installed") != 0 && strcmp(result, "rejected") != 0)) {
+        hub_reply_error(req, 400, "bad_field",
+                        release_id == NULL ? "release_id" : "result",
+                        "missing or invalid");
+        goto out_free;
+    }
+    snprintf(detail, sizeof(detail), "release=%s result=%s seq=%llu reason=%s",
+             release_id, result, (unsigned long long)seq,
+             reason != NULL ? reason : "");
+    if (store_begin(req->store, 1) != IOMT_OK) {
+        hub_reply_error(req, 503, "storage", "", "store busy");
+        goto out_free;
+    }
+    rc = store_report(req->store, req->id.name, release_id, result, reason,
+                      version, seq, (int64_t)time(NULL));
+    rc = commit_with_audit(req, rc, "report", req->id.name, detail);
+    if (rc != IOMT_OK) {
+        hub_reply_error(req, 500, "storage", "", "could not record");
+        goto out_free;
+    }
+    hub_log("info", "report", "device=%s release=%s result=%s", req->id.name,
+            release_id, result);
+    hub_reply(req, 204, NULL, NULL, 0);
+out_free:
+    json_decref(body);
+}

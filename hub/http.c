@@ -1,0 +1,722 @@
+/*
+ * The hub's HTTPS front end: one shared listening socket, N worker threads
+ * each with its own event loop and store connection, TLS through
+ * bufferevent_openssl, and a small strict HTTP/1.1 reader that bounds every
+ * header and streams large uploads to disk instead of memory.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "hub.h"
+#include "store.h"
+
+#define HEADER_MAX       (16 * 1024)
+#define HEADER_LINES_MAX 64
+#define READ_TIMEOUT     30
+#define WRITE_TIMEOUT    120
+
+struct hub_worker {
+    const struct hub_config *cfg;
+    struct event_base *base;
+    struct evconnlistener *listener;
+    SSL_CTX *ssl_ctx;
+    struct store *store;
+    pthread_t thread;
+    int started;
+};
+
+enum conn_state { CS_HEADERS, CS_BODY, CS_WRITING };
+
+struct hub_conn {
+    struct hub_worker *w;
+    struct bufferevent *bev;
+    enum conn_state state;
+    int keep_alive; /* this request lets the connection live on */
+    int id_checked; /* identity is read once per connection */
+    int in_request; /* a request started and has not been answered */
+    int expect_continue;
+    enum hub_body mode;
+    uint64_t remaining; /* body bytes still to read */
+    struct evbuffer *body;
+    struct hub_req req;
+    struct iomt_identity id;
+    int has_id;
+};
+
+static void conn_process(struct hub_conn *c);
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+int hub_listen(const char *listen_addr, int *fd_out, int *port_out)
+{
+    char host[64];
+    const char *colon = strrchr(listen_addr, ':');
+    struct sockaddr_in sa;
+    socklen_t sa_len = sizeof(sa);
+    char *end = NULL;
+    long port;
+    size_t host_len;
+    int fd, one = 1;
+
+    if (colon == NULL)
+        return -1;
+    host_len = (size_t)(colon - listen_addr);
+    if (host_len == 0 || host_len >= sizeof(host))
+        return -1;
+    memcpy(host, listen_addr, host_len);
+    host[host_len] = 0;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno != 0 || end == colon + 1 || *end != 0 || port < 0 || port > 65535)
+        return -1;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        listen(fd, 1024) != 0 || evutil_make_socket_nonblocking(fd) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sa_len) != 0) {
+        close(fd);
+        return -1;
+    }
+    *fd_out = fd;
+    *port_out = ntohs(sa.sin_port);
+    return 0;
+}
+
+static void conn_free(struct hub_conn *c)
+{
+    if (c->in_request)
+        api_abort(&c->req);
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);
+    if (c->body != NULL)
+        evbuffer_free(c->body);
+    free(c);
+}
+
+static void reply_headers(struct hub_req *req, int status,
+                          const char *content_type, uint64_t len)
+{
+    struct hub_conn *c = req->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    /* Answering before the body was read: the rest of it is unread, so
+     * the connection cannot carry another request. */
+    if ((c->state == CS_HEADERS && req->content_length > 0) ||
+        (c->state == CS_BODY && c->remaining > 0))
+        c->keep_alive = 0;
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\n"
+                        "Content-Length: %llu\r\n"
+                        "Connection: %s\r\n",
+                        status, status_text(status), (unsigned long long)len,
+                        c->keep_alive ? "keep-alive" : "close");
+    if (content_type != NULL)
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+    evbuffer_add(out, "Cache-Control: no-store\r\n\r\n", 27);
+    req->replied = status;
+    c->state = CS_WRITING;
+    c->in_request = 0;
+}
+
+void hub_reply(struct hub_req *req, int status, const char *content_type,
+               const void *body, size_t len)
+{
+    if (req->replied)
+        return;
+    reply_headers(req, status, body != NULL ? content_type : NULL,
+                  body != NULL ? len : 0);
+    if (body != NULL && len > 0)
+        evbuffer_add(bufferevent_get_output(req->conn->bev), body, len);
+}
+
+void hub_reply_file(struct hub_req *req, int status, const char *content_type,
+                    int fd, uint64_t size)
+{
+    struct evbuffer *out;
+
+    if (req->replied) {
+        close(fd);
+        return;
+    }
+    reply_headers(req, status, content_type, size);
+    out = bufferevent_get_output(req->conn->bev);
+    if (size > 0 && evbuffer_add_file(out, fd, 0, (ev_off_t)size) != 0) {
+        /* Headers are out already; the short body tells the client. */
+        req->conn->keep_alive = 0;
+        close(fd);
+    } else if (size == 0) {
+        close(fd);
+    }
+}
+
+void hub_reply_json(struct hub_req *req, int status, json_t *obj)
+{
+    char *text;
+
+    if (obj == NULL) {
+        hub_reply_error(req, 500, "internal", "", "out of memory");
+        return;
+    }
+    text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (text == NULL) {
+        hub_reply_error(req, 500, "internal", "", "out of memory");
+        return;
+    }
+    hub_reply(req, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+void hub_reply_error(struct hub_req *req, int status, const char *code,
+                     const char *field, const char *message)
+{
+    json_t *obj;
+    char *text;
+
+    if (req->replied)
+        return;
+    obj = json_pack("{s:s, s:s, s:s}", "error", code, "field",
+                    field != NULL ? field : "", "message",
+                    message != NULL ? message : "");
+    text = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (text == NULL) {
+        hub_reply(req, status, NULL, NULL, 0);
+        return;
+    }
+    hub_reply(req, status, "application/json", text, strlen(text));
+    free(text);
+    if (status >= 400)
+        hub_log("info", "refused", "status=%d error=%s field=%s path=%s",
+                status, code, field != NULL ? field : "", req->path);
+}
+
+static int parse_uint(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == 0)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static void trim(char **start, char *end)
+{
+    while (**start == ' ' || **start == '\t')
+        (*start)++;
+    while (end > *start && (end[-1] == ' ' || end[-1] == '\t'))
+        *--end = 0;
+}
+
+static int copy_field(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+
+    if (n >= cap)
+        return -1;
+    memcpy(dst, src, n + 1);
+    return 0;
+}
+
+/* Parses one header line; returns 0, or an HTTP status for a bad line. */
+static int parse_header(struct hub_conn *c, char *line, int *seen_length)
+{
+    struct hub_req *r = &c->req;
+    char *colon = strchr(line, ':'), *value;
+
+    if (colon == NULL || colon == line)
+        return 400;
+    *colon = 0;
+    value = colon + 1;
+    trim(&value, value + strlen(value));
+    if (strcasecmp(line, "Content-Length") == 0) {
+        uint64_t n;
+
+        /* Two lengths are the request-smuggling shape: refuse them. */
+        if (*seen_length || parse_uint(value, &n) != 0)
+            return 400;
+        *seen_length = 1;
+        r->content_length = n;
+    } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+        return 411;
+    } else if (strcasecmp(line, "Content-Type") == 0) {
+        if (copy_field(r->content_type, sizeof(r->content_type), value))
+            return 400;
+    } else if (strcasecmp(line, "Authorization") == 0) {
+        if (copy_field(r->authorization, sizeof(r->authorization), value))
+            return 400;
+    } else if (strcasecmp(line, "Connection") == 0) {
+        if (strcasecmp(value, "close") == 0)
+            c->keep_alive = 0;
+        else if (strcasecmp(value, "keep-alive") == 0)
+            c->keep_alive = 1;
+    } else if (strcasecmp(line, "Expect") == 0) {
+        if (strcasecmp(value, "100-continue") != 0)
+            return 400;
+        c->expect_continue = 1;
+    }
+    return 0;
+}
+
+static int parse_request_line(struct hub_conn *c, char *line)
+{
+    struct hub_req *r = &c->req;
+    char *sp1 = strchr(line, ' '), *sp2, *query;
+
+    if (sp1 == NULL)
+        return 400;
+    *sp1 = 0;
+    sp2 = strchr(sp1 + 1, ' ');
+    if (sp2 == NULL)
+        return 400;
+    *sp2 = 0;
+    if (strcmp(line, "GET") == 0)
+        r->method = HUB_GET;
+    else if (strcmp(line, "POST") == 0)
+        r->method = HUB_POST;
+    else if (strcmp(line, "PUT") == 0)
+        r->method = HUB_PUT;
+    else
+        return 501;
+    if (strcmp(sp2 + 1, "HTTP/1.1") == 0)
+        c->keep_alive = 1;
+    else if (strcmp(sp2 + 1, "HTTP/1.0") == 0)
+        c->keep_alive = 0;
+    else
+        return 400;
+    query = strchr(sp1 + 1, '?');
+    if (query != NULL)
+        *query = 0;
+    if (sp1[1] != '/' || copy_field(r->path, sizeof(r->path), sp1 + 1))
+        return 400;
+    return 0;
+}
+
+/* Returns 0 when the header block parsed, or an HTTP status. */
+static int parse_head(struct hub_conn *c, char *head)
+{
+    char *line = head, *eol;
+    int lines = 0, seen_length = 0, status;
+
+    eol = strstr(line, "\r\n");
+    if (eol == NULL)
+        return 400;
+    *eol = 0;
+    status = parse_request_line(c, line);
+    if (status != 0)
+        return status;
+    for (line = eol + 2; *line != 0; line = eol + 2) {
+        eol = strstr(line, "\r\n");
+        if (eol == NULL || ++lines > HEADER_LINES_MAX)
+            return eol == NULL ? 400 : 431;
+        *eol = 0;
+        if (memchr(line, 0, (size_t)(eol - line)) != NULL)
+            return 400;
+        status = parse_header(c, line, &seen_length);
+        if (status != 0)
+            return status;
+    }
+    return 0;
+}
+
+static void req_reset(struct hub_conn *c)
+{
+    struct hub_req *r = &c->req;
+
+    memset(r, 0, sizeof(*r));
+    r->conn = c;
+    r->cfg = c->w->cfg;
+    r->store = c->w->store;
+    r->up_fd = -1;
+    c->mode = HUB_BODY_NONE;
+    c->remaining = 0;
+    c->expect_continue = 0;
+    if (c->body != NULL)
+        evbuffer_drain(c->body, evbuffer_get_length(c->body));
+}
+
+static void read_identity(struct hub_conn *c)
+{
+    struct iomt_err err = {0};
+    SSL *ssl;
+
+    if (c->id_checked)
+        return;
+    c->id_checked = 1;
+    ssl = bufferevent_openssl_get_ssl(c->bev);
+    c->has_id =
+        ssl != NULL && iomt_pki_peer_identity(ssl, &c->id, &err) == IOMT_OK;
+}
+
+static void refuse_head(struct hub_conn *c, int status)
+{
+    static const char *const msg[] = {"bad request", "header too large",
+                                      "method not implemented",
+                                      "chunked bodies need Content-Length"};
+    const char *m = status == 431   ? msg[1]
+                    : status == 501 ? msg[2]
+                    : status == 411 ? msg[3]
+                                    : msg[0];
+
+    c->keep_alive = 0;
+    c->req.content_length = 1; /* whatever follows is not read */
+    hub_reply_error(&c->req, status, "http", "request", m);
+}
+
+/* Headers are complete: authenticate, route, and set up the body. */
+static void start_request(struct hub_conn *c)
+{
+    struct hub_req *r = &c->req;
+    size_t mem_limit = 0;
+    enum hub_body mode;
+
+    read_identity(c);
+    r->has_id = c->has_id;
+    if (c->has_id)
+        r->id = c->id;
+    c->in_request = 1;
+    mode = api_begin(r, &mem_limit);
+    if (r->replied)
+        return;
+    if (mode == HUB_BODY_NONE && r->content_length > 0) {
+        hub_reply_error(r, 400, "http", "body", "this call takes no body");
+        return;
+    }
+    if (mode == HUB_BODY_MEM && r->content_length > mem_limit) {
+        hub_reply_error(r, 413, "too_large", "body", "body over the limit");
+        return;
+    }
+    if (mode == HUB_BODY_STREAM && r->content_length > r->cfg->image_max) {
+        api_abort(r);
+        hub_reply_error(r, 413, "too_large", "body", "image over the limit");
+        return;
+    }
+    c->mode = mode;
+    c->remaining = r->content_length;
+    c->state = CS_BODY;
+    if (c->expect_continue && c->remaining > 0)
+        evbuffer_add(bufferevent_get_output(c->bev),
+                     "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+/* Returns 1 when a request started, 0 when more bytes are needed. */
+static int read_head(struct hub_conn *c, struct evbuffer *in)
+{
+    char head[HEADER_MAX + 1];
+    struct evbuffer_ptr end;
+    size_t head_len;
+    int status;
+
+    end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        if (evbuffer_get_length(in) > HEADER_MAX) {
+            req_reset(c);
+            refuse_head(c, 431);
+            return 1;
+        }
+        return 0;
+    }
+    head_len = (size_t)end.pos + 4;
+    req_reset(c);
+    if (head_len > HEADER_MAX) {
+        refuse_head(c, 431);
+        return 1;
+    }
+    if (evbuffer_remove(in, head, head_len) != (int)head_len) {
+        refuse_head(c, 400);
+        return 1;
+    }
+    head[head_len - 2] = 0; /* keeps the last header's CRLF */
+    status = parse_head(c, head);
+    if (status != 0) {
+        refuse_head(c, status);
+        return 1;
+    }
+    start_request(c);
+    return 1;
+}
+
+static void read_body(struct hub_conn *c, struct evbuffer *in)
+{
+    size_t avail = evbuffer_get_length(in);
+    size_t take = avail < c->remaining ? avail : (size_t)c->remaining;
+
+    if (c->mode == HUB_BODY_MEM) {
+        if (c->body == NULL)
+            c->body = evbuffer_new();
+        if (c->body == NULL ||
+            evbuffer_remove_buffer(in, c->body, take) != (int)take) {
+            c->keep_alive = 0;
+            hub_reply_error(&c->req, 500, "internal", "", "out of memory");
+            return;
+        }
+    } else {
+        while (take > 0) {
+            struct evbuffer_iovec vec;
+            size_t n;
+
+            if (evbuffer_peek(in, (ev_ssize_t)take, NULL, &vec, 1) < 1)
+                break;
+            n = vec.iov_len < take ? vec.iov_len : take;
+            if (api_stream(&c->req, vec.iov_base, n) != 0) {
+                c->keep_alive = 0;
+                api_abort(&c->req);
+                hub_reply_error(&c->req, 500, "storage", "image",
+                                "could not store the image");
+                return;
+            }
+            evbuffer_drain(in, n);
+            c->remaining -= n;
+            take -= n;
+        }
+        take = 0;
+    }
+    c->remaining -= take;
+    if (c->remaining > 0)
+        return;
+    if (c->mode == HUB_BODY_MEM) {
+        c->req.body_len = evbuffer_get_length(c->body);
+        c->req.body = c->req.body_len ? evbuffer_pullup(c->body, -1) : NULL;
+    }
+    api_finish(&c->req);
+    if (!c->req.replied)
+        hub_reply_error(&c->req, 500, "internal", "", "no answer");
+}
+
+static void conn_process(struct hub_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    for (;;) {
+        if (c->state == CS_HEADERS) {
+            if (!read_head(c, in))
+                return;
+        } else if (c->state == CS_BODY) {
+            if (evbuffer_get_length(in) == 0 && c->remaining > 0)
+                return;
+            read_body(c, in);
+            if (c->state == CS_BODY)
+                return;
+        } else {
+            return; /* CS_WRITING: wait until the answer is out */
+        }
+    }
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_process(arg);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct hub_conn *c = arg;
+
+    (void)bev;
+    if (c->state != CS_WRITING)
+        return;
+    if (!c->keep_alive) {
+        conn_free(c);
+        return;
+    }
+    c->state = CS_HEADERS;
+    req_reset(c);
+    conn_process(c);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct hub_conn *c = arg;
+
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+
+        if (e != 0) {
+            char reason[160];
+
+            ERR_error_string_n(e, reason, sizeof(reason));
+            hub_log("info", "tls_error", "reason=\"%s\"", reason);
+        }
+    }
+    conn_free(c);
+}
+
+static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
+                      struct sockaddr *addr, int addr_len, void *arg)
+{
+    struct hub_worker *w = arg;
+    struct timeval rt = {READ_TIMEOUT, 0}, wt = {WRITE_TIMEOUT, 0};
+    struct hub_conn *c;
+    SSL *ssl;
+    int one = 1;
+
+    (void)listener;
+    (void)addr;
+    (void)addr_len;
+    /* Small answers must not wait for Nagle and delayed ACKs. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c = calloc(1, sizeof(*c));
+    ssl = c != NULL ? SSL_new(w->ssl_ctx) : NULL;
+    if (ssl == NULL) {
+        free(c);
+        evutil_closesocket(fd);
+        return;
+    }
+    c->w = w;
+    c->bev = bufferevent_openssl_socket_new(
+        w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    req_reset(c);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_set_timeouts(c->bev, &rt, &wt);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd,
+                                  struct ssl_ctx_st *ssl_ctx)
+{
+    struct hub_worker *w = calloc(1, sizeof(*w));
+    struct iomt_err err = {0};
+
+    if (w == NULL)
+        return NULL;
+    w->cfg = cfg;
+    w->ssl_ctx = ssl_ctx;
+    w->base = event_base_new();
+    if (w->base == NULL)
+        goto out_fail;
+    if (store_open(cfg->db_path, &w->store, &err) != IOMT_OK) {
+        hub_log("error", "store_open", "msg=\"%s\"", err.msg);
+        goto out_fail;
+    }
+    /* The socket already listens; backlog 0 tells libevent so. Every
+     * worker accepts on it, and the kernel hands each connection to one. */
+    w->listener = evconnlistener_new(w->base, accept_cb, w,
+                                     LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
+    if (w->listener == NULL)
+        goto out_fail;
+    return w;
+out_fail:
+    hub_worker_free(w);
+    return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    struct hub_worker *w = arg;
+
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int hub_worker_start(struct hub_worker *w)
+{
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return -1;
+    w->started = 1;
+    return 0;
+}
+
+void hub_worker_stop(struct hub_worker *w)
+{
+    if (w == NULL || !w->started)
+        return;
+    event_base_loopbreak(w->base);
+    pthread_join(w->thread, NULL);
+    w->started = 0;
+}
+
+void hub_worker_free(struct hub_worker *w)
+{
+    if (w == NULL)
+        return;
+    hub_worker_stop(w);
+    if (w->listener != NULL)
+        evconnlistener_free(w->listener);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    store_close(w->store);
+    free(w);
+}

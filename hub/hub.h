@@ -1,0 +1,140 @@
+/*
+ * iomt-hub internals: configuration, worker threads, the HTTP request a
+ * handler sees, and the API entry points http.c dispatches to.
+ */
+#ifndef IOMT_HUB_H
+#define IOMT_HUB_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "iomt/crypto.h"
+#include "iomt/pki.h"
+
+#define HUB_JSON_MAX      (64 * 1024)
+#define HUB_IMAGE_MAX_DEF (512ULL * 1024 * 1024)
+#define HUB_PATH_MAX      256
+#define HUB_RELEASE_ID    16 /* hex characters */
+
+struct store;
+
+struct hub_config {
+    const char *state_dir;
+    const char *ca_dir;
+    const char *cert_path;
+    const char *key_path;
+    const char *listen;
+    const char *port_file;
+    int workers;
+    uint64_t image_max;
+    long token_ttl;  /* seconds */
+    int device_days; /* validity of device certificates */
+    char ca_key_path[PATH_MAX];
+    char ca_cert_path[PATH_MAX];
+    char db_path[PATH_MAX];
+    char images_dir[PATH_MAX];
+    char *cacerts_b64; /* the EST cacerts answer, built once */
+    size_t cacerts_len;
+};
+
+enum hub_method { HUB_GET, HUB_POST, HUB_PUT };
+
+/* What a handler asks http.c to do with the request body. */
+enum hub_body { HUB_BODY_NONE, HUB_BODY_MEM, HUB_BODY_STREAM };
+
+struct hub_conn;
+
+struct hub_req {
+    struct hub_conn *conn;
+    const struct hub_config *cfg;
+    struct store *store;
+    enum hub_method method;
+    char path[HUB_PATH_MAX];
+    char content_type[128];
+    char authorization[512];
+    uint64_t content_length;
+    int has_id; /* a verified client certificate was presented */
+    struct iomt_identity id;
+    const uint8_t *body; /* HUB_BODY_MEM: the whole body */
+    size_t body_len;
+    int replied;
+    int route; /* api.c's route number, set in api_begin */
+    char route_arg[HUB_PATH_MAX];
+    /* HUB_BODY_STREAM: image uploads go straight to a temporary file. */
+    int up_fd;
+    char up_tmp[PATH_MAX];
+    struct iomt_sha256 *up_hash;
+    uint64_t up_got;
+    char up_release[HUB_RELEASE_ID + 1];
+};
+
+/* http.c: the listener and the connection state machine. */
+struct hub_worker;
+int hub_listen(const char *listen, int *fd, int *port);
+struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd,
+                                  struct ssl_ctx_st *ssl_ctx);
+int hub_worker_start(struct hub_worker *w);
+void hub_worker_stop(struct hub_worker *w);
+void hub_worker_free(struct hub_worker *w);
+
+/* Replies; each request gets exactly one. body may be NULL. */
+void hub_reply(struct hub_req *req, int status, const char *content_type,
+               const void *body, size_t len);
+/* Takes ownership of fd and sends size bytes of it. */
+void hub_reply_file(struct hub_req *req, int status, const char *content_type,
+                    int fd, uint64_t size);
+/* Takes a reference to obj (steals it). */
+void hub_reply_json(struct hub_req *req, int status, json_t *obj);
+void hub_reply_error(struct hub_req *req, int status, const char *code,
+                     const char *field, const char *message);
+
+/* log.c: one line per event, key=value, to stderr. */
+void hub_log(const char *level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* api.c: routing. begin runs once the headers are in and decides what to
+ * do with the body (replying ends the request early); finish runs once
+ * the body is complete. */
+enum hub_body api_begin(struct hub_req *req, size_t *mem_limit);
+void api_finish(struct hub_req *req);
+/* Streamed body pieces (image upload); returns 0 or -1 to abort. */
+int api_stream(struct hub_req *req, const uint8_t *p, size_t n);
+/* Called when a request ends without api_finish (connection lost). */
+void api_abort(struct hub_req *req);
+
+/* Role checks: 1 when the caller holds one of the listed roles; otherwise
+ * replies 401 (no certificate) or 403 and returns 0. */
+int api_require(struct hub_req *req, const char *const *roles);
+/* For device calls: also checks the certificate serial is one the hub
+ * issued to this device and that neither is revoked. */
+int api_require_device(struct hub_req *req);
+json_t *api_parse_json(struct hub_req *req);
+/* A string member of at most max bytes without NUL, or NULL. */
+const char *api_json_str(json_t *obj, const char *key, size_t max);
+/* A non-negative integer member; 0 or -1. */
+int api_json_u64(json_t *obj, const char *key, uint64_t *out);
+int api_audit(struct hub_req *req, const char *action, const char *object,
+              const char *detail);
+
+/* api_est.c, api_devices.c, api_releases.c */
+void est_cacerts(struct hub_req *req);
+void est_enroll(struct hub_req *req, int reenroll);
+void devices_create(struct hub_req *req);
+void devices_list(struct hub_req *req);
+void devices_revoke(struct hub_req *req, const char *device_id);
+void devices_checkin(struct hub_req *req);
+void devices_report(struct hub_req *req);
+void releases_upload(struct hub_req *req);
+int releases_image_begin(struct hub_req *req, const char *release_id);
+int releases_image_write(struct hub_req *req, const uint8_t *p, size_t n);
+void releases_image_finish(struct hub_req *req);
+void releases_image_abort(struct hub_req *req);
+void releases_download(struct hub_req *req, const char *release_id,
+                       int want_image);
+void releases_assign(struct hub_req *req);
+void audit_list(struct hub_req *req);
+
+#endif
