@@ -137,6 +137,9 @@ static int parse_sign1(const uint8_t *cose, size_t n, struct sign1 *s,
                           "COSE unprotected header: expected a map");
     if (rc == IOMT_OK)
         rc = iomt_cbor_skip(&r, "COSE unprotected header", NULL, NULL);
+    if (rc == IOMT_OK && iomt_cbor_peek(&r) != IOMT_CBOR_SIMPLE)
+        rc = iomt_err_set(err, IOMT_E_INPUT,
+                          "COSE payload: expected nil (detached)");
     if (rc == IOMT_OK)
         rc = iomt_cbor_get_simple(&r, &simple, "COSE payload");
     if (rc == IOMT_OK && simple != IOMT_CBOR_NULL)
