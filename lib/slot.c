@@ -435,6 +435,8 @@ static int check_envelope(const uint8_t *env, size_t env_len,
     if (anchor == NULL)
         return iomt_err_set(err, IOMT_E_INPUT, "trust-anchor: none given");
     rc = iomt_suit_verify(env, env_len, anchor, m, &e);
+    if (rc != IOMT_OK && strncmp(e.msg, "signature", 9) == 0)
+        return iomt_err_set(err, rc, "%s", e.msg);
     if (rc != IOMT_OK)
         return iomt_err_set(err, rc, "signature: %s", e.msg);
     return check_identity(m, vendor_id, class_id, err);
