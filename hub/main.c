@@ -157,6 +157,8 @@ static int serve(struct hub_config *cfg)
     sigset_t stop_set;
     int listen_fd = -1, port = 0, i, sig = 0, rc = 1;
 
+    /* The store holds token hashes and the audit log: owner only. */
+    umask(077);
     if (prepare_dirs(cfg) != 0) {
         hub_log("error", "start", "msg=\"state dir: %s\"", strerror(errno));
         return 1;
