@@ -552,7 +552,8 @@ static int fetch_image(struct cycle *c, const struct iomt_suit_manifest *m,
     int rc = -1;
 
     snprintf(path, sizeof(path), "/api/v1/releases/%s/image", c->release_path);
-    sink.fd = open(staging, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    sink.fd = open(staging,
+                   O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     sink.max = m->image_size;
     sink.hash = iomt_sha256_new();
     if (sink.fd < 0 || sink.hash == NULL) {

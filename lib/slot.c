@@ -31,6 +31,8 @@ struct iomt_slots {
     char dir[DIR_MAX];
     struct iomt_slot_state st;
     int running;
+    /* The boot verifier reads envelopes here: no allocation at boot. */
+    uint8_t scratch[IOMT_SUIT_ENVELOPE_MAX];
 };
 
 /* Fault injection: per thread, so simulated devices never share it. */
@@ -455,47 +457,40 @@ static int check_image(const struct iomt_suit_manifest *m, const char *path,
 }
 
 /* Re-verifies a slot as the boot verifier does, from what is on disk. */
-static int verify_slot(const struct iomt_slots *s, int slot,
+static int verify_slot(struct iomt_slots *s, int slot,
                        const struct iomt_key *anchor, struct iomt_err *err)
 {
     struct iomt_suit_manifest m;
     const struct iomt_slot_info *si = &s->st.slot[slot];
     char path[PATH_MAX];
-    uint8_t *env = NULL;
     size_t env_len = 0;
     int rc;
 
     if (!si->valid)
         return iomt_err_set(err, IOMT_E_STATE, "slot %s: holds no image",
                             iomt_slot_name(slot));
-    env = malloc(IOMT_SUIT_ENVELOPE_MAX);
-    if (env == NULL)
-        return iomt_err_set(err, IOMT_E_NOMEM, "boot: out of memory");
     if (slot_path(s->dir, slot, "suit", path, sizeof(path)) != 0 ||
-        read_envelope(path, env, &env_len) != 0) {
-        rc = iomt_err_set(err, IOMT_E_IO, "slot %s: envelope unreadable",
-                          iomt_slot_name(slot));
-        goto out_free;
-    }
-    rc = check_envelope(env, env_len, anchor, s->st.vendor_id, s->st.class_id,
-                        &m, err);
+        read_envelope(path, s->scratch, &env_len) != 0)
+        return iomt_err_set(err, IOMT_E_IO, "slot %s: envelope unreadable",
+                            iomt_slot_name(slot));
+    rc = check_envelope(s->scratch, env_len, anchor, s->st.vendor_id,
+                        s->st.class_id, &m, err);
     if (rc != IOMT_OK)
-        goto out_free;
-    if (m.seq < s->st.rollback_seq || m.seq != si->seq) {
-        rc = iomt_err_set(err, IOMT_E_ROLLBACK,
-                          "rollback: slot %s seq %llu below counter %llu",
-                          iomt_slot_name(slot), (unsigned long long)m.seq,
-                          (unsigned long long)s->st.rollback_seq);
-        goto out_free;
-    }
-    if (slot_path(s->dir, slot, "img", path, sizeof(path)) != 0) {
-        rc = iomt_err_set(err, IOMT_E_INPUT, "state dir: path too long");
-        goto out_free;
-    }
-    rc = check_image(&m, path, err);
-out_free:
-    free(env);
-    return rc;
+        return rc;
+    if (m.seq < s->st.rollback_seq)
+        return iomt_err_set(err, IOMT_E_ROLLBACK,
+                            "rollback: slot %s seq %llu below counter %llu",
+                            iomt_slot_name(slot), (unsigned long long)m.seq,
+                            (unsigned long long)s->st.rollback_seq);
+    /* The envelope on disk must be the one recorded when it was staged. */
+    if (m.seq != si->seq ||
+        memcmp(m.image_digest, si->image_digest, IOMT_SHA256_LEN) != 0)
+        return iomt_err_set(err, IOMT_E_VERIFY,
+                            "slot %s: envelope differs from the state record",
+                            iomt_slot_name(slot));
+    if (slot_path(s->dir, slot, "img", path, sizeof(path)) != 0)
+        return iomt_err_set(err, IOMT_E_INPUT, "state dir: path too long");
+    return check_image(&m, path, err);
 }
 
 /* ---- public operations ---- */

@@ -416,6 +416,45 @@ static void test_trial_corrupted_reverts(void **state)
     iomt_slots_close(s);
 }
 
+static void copy_over(const char *src, const char *dir, const char *name)
+{
+    char path[256];
+    uint8_t buf[4096];
+    size_t n;
+    FILE *in = fopen(src, "rb"), *out;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    out = fopen(path, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+static void test_trial_swapped_reverts(void **state)
+{
+    struct fixture *f = *state;
+    char dir[128], env_path[160];
+    struct iomt_slots *s;
+
+    new_device(f, dir, sizeof(dir));
+    stage_and_mark(f, dir);
+    /* Someone with disk access swaps in another authentic release: the
+     * slot no longer matches what was verified and recorded at staging. */
+    snprintf(env_path, sizeof(env_path), "%s/v3.suit", f->root);
+    write_file(env_path, f->env_v3, f->env_v3_good_len);
+    copy_over(f->img_v3, dir, "slot_b.img");
+    copy_over(env_path, dir, "slot_b.suit");
+    unlink(env_path);
+    s = open_dev(dir);
+    assert_int_equal(boot_dev(s, f->key), 0);
+    assert_false(iomt_slots_state(s)->slot[1].valid);
+    assert_int_equal(iomt_slots_state(s)->rollback_seq, 1);
+    iomt_slots_close(s);
+}
+
 static void test_trial_attempts_exhausted(void **state)
 {
     struct fixture *f = *state;
@@ -574,6 +613,7 @@ int main(void)
         cmocka_unit_test(test_full_update),
         cmocka_unit_test(test_rejects_write_nothing),
         cmocka_unit_test(test_trial_corrupted_reverts),
+        cmocka_unit_test(test_trial_swapped_reverts),
         cmocka_unit_test(test_trial_attempts_exhausted),
         cmocka_unit_test(test_torn_record_falls_back),
         cmocka_unit_test(test_active_corrupted_no_rollback),
