@@ -124,7 +124,8 @@ static int valid_id(const char *id)
 {
     size_t n = strlen(id);
 
-    if (n == 0 || n > IOMT_NAME_MAX)
+    /* IDs name directories: no "..", no hidden names. */
+    if (n == 0 || n > IOMT_NAME_MAX || id[0] == '.')
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];

@@ -93,7 +93,8 @@ static void run_device(struct fleet *f, struct fleet_dev *d)
 
     memset(&d->outcome, 0, sizeof(d->outcome));
     d->outcome.result = CYCLE_ERROR;
-    if (n < 0 || (size_t)n >= sizeof(dir) || strchr(d->col[0], '/')) {
+    if (n < 0 || (size_t)n >= sizeof(dir) || strchr(d->col[0], '/') ||
+        d->col[0][0] == '.' || d->col[0][0] == '\0') {
         snprintf(d->outcome.reason, sizeof(d->outcome.reason),
                  "device-id: unusable as a directory name");
         return;

@@ -86,4 +86,14 @@ expect_rc 3 "$agent" run --state "$work/d4" --hub https://127.0.0.1:1 \
     --ca "$work/ca/ca.pem" --trust-anchor "$work/mfr.pub.pem" --quiet
 grep -q 'result=error' "$work/out" || fail "run: $(cat "$work/out")"
 
+# Device IDs become directory names: ".." must not escape --dir.
+printf '..\t%s\t%s\ttok\t%s\t%s\n' "$vendor" "$class" "$work/fw.img" \
+    "$work/fw.suit" >"$work/dots.tsv"
+mkdir -p "$work/fleet"
+expect_rc 3 "$agent" simulate --fleet "$work/dots.tsv" \
+    --hub https://127.0.0.1:1 --ca "$work/ca/ca.pem" \
+    --trust-anchor "$work/mfr.pub.pem" --dir "$work/fleet" --quiet
+grep -q 'device-id' "$work/out" || fail "dots: $(cat "$work/out")"
+[ ! -e "$work/state.1" ] || fail "a device escaped --dir"
+
 echo "PASS agent_cli"
