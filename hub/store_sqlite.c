@@ -553,10 +553,10 @@ json_t *store_devices_json(struct store *s)
         json_t *d = json_object();
 
         for (i = 0; d != NULL && i < 11; i++) {
-            json_t *v = col_json(stmt, i);
+            json_t *v = i == 3 || i == 4
+                            ? json_boolean(sqlite3_column_int(stmt, i))
+                            : col_json(stmt, i);
 
-            if (i == 3 || i == 4)
-                v = json_boolean(sqlite3_column_int(stmt, i));
             json_object_set_new(d, names[i], v);
         }
         if (d == NULL || json_array_append_new(list, d) != 0) {

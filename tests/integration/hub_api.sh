@@ -17,7 +17,7 @@ cleanup() {
         kill -TERM "$hub_pid" 2>/dev/null || true
         wait "$hub_pid" 2>/dev/null || true
     fi
-    rm -rf "$work"
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 fail() {

@@ -305,10 +305,12 @@ static void test_est_round_trip(void **state)
     assert_int_equal(iomt_pki_est_unwrap((const uint8_t *)"MAMCAQE=", 8, &back,
                                          &back_len, &err),
                      IOMT_E_INPUT);
+    free(b64);
+    b64 = NULL;
     assert_int_equal(
         iomt_pki_est_wrap((const uint8_t *)"junk", 4, &b64, &b64_len, &err),
         IOMT_E_INPUT);
-    free(b64);
+    assert_null(b64);
     free(cert);
     iomt_key_free(key);
 }
