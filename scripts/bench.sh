@@ -12,7 +12,8 @@
 #
 # Environment: IOMT_BIN (build dir, default ./build), BENCH_WORKERS (2),
 # BENCH_CONNS (8), BENCH_SECONDS (4 per round), BENCH_ROUNDS (3),
-# BENCH_REPS (5), BENCH_IMAGE_MIB (256), BENCH_KEEP=1 keeps the scratch dir.
+# BENCH_REPS (5), BENCH_IMAGE_MIB (256), BENCH_AGENT_IMAGE_MIB (16),
+# BENCH_KEEP=1 keeps the scratch dir.
 set -uo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +24,7 @@ LOAD_SECONDS=${BENCH_SECONDS:-4}
 ROUNDS=${BENCH_ROUNDS:-3}
 REPS=${BENCH_REPS:-5}
 IMAGE_MIB=${BENCH_IMAGE_MIB:-256}
+AGENT_IMAGE_MIB=${BENCH_AGENT_IMAGE_MIB:-16}
 PY=/usr/bin/python3
 NGINX=/usr/sbin/nginx
 GNU_TIME=/usr/bin/time
@@ -210,22 +212,37 @@ start_hub() {
     fi
 }
 
+# admin_api METHOD PATH [curl args...]: one call as the admin, body printed.
+admin_api() {
+    local method=$1 path=$2
+    shift 2
+    hub_curl --cert "$WORK/admin.pem" --key "$WORK/admin.key.pem" \
+        -X "$method" "$@" "https://127.0.0.1:$HUB_PORT$path"
+}
+
+json_field() {
+    $PY -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
+}
+
+# create_device ID: registers the device, prints its one-time token.
+create_device() {
+    local out
+    out=$(admin_api POST /api/v1/devices \
+        -H 'Content-Type: application/json' \
+        -d "{\"device_id\":\"$1\",\"model\":\"bench-pump\",\"criticality\":\"low\"}") ||
+        { fail "hub: POST /api/v1/devices failed: $out"; return 1; }
+    printf '%s' "$out" | json_field token ||
+        { fail "hub: no token in: $out"; return 1; }
+}
+
 enrol_device() {
     local dev=bench-dev-1 token out csr
-    out=$(hub_curl --cert "$WORK/admin.pem" --key "$WORK/admin.key.pem" \
-        -H 'Content-Type: application/json' \
-        -d "{\"device_id\":\"$dev\",\"model\":\"bench-pump\",\"criticality\":\"low\"}" \
-        "https://127.0.0.1:$HUB_PORT/api/v1/devices") ||
-        { fail "hub: POST /api/v1/devices failed: $out"; return 1; }
-    token=$(printf '%s' "$out" |
-        $PY -c 'import json, sys; print(json.load(sys.stdin)["token"])') ||
-        { fail "hub: no token in: $out"; return 1; }
-
-    csr=$(openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-        -nodes -keyout "$WORK/device.key.pem" -subj "/CN=$dev" \
-        -outform DER 2>/dev/null | base64 -w0) ||
+    token=$(create_device "$dev") || return 1
+    csr=$(umask 077
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+            -nodes -keyout "$WORK/device.key.pem" -subj "/CN=$dev" \
+            -outform DER 2>/dev/null | base64 -w0) ||
         { fail "pki: cannot make the device CSR"; return 1; }
-    chmod 600 "$WORK/device.key.pem"
     out=$(printf '%s' "$csr" | hub_curl -u "$dev:$token" \
         -H 'Content-Type: application/pkcs10' --data-binary @- \
         "https://127.0.0.1:$HUB_PORT/.well-known/est/simpleenroll") ||
@@ -332,6 +349,65 @@ bench_tls() {
     R_NGINX=$(printf '%.0f/s' "$R_NGINX")
 }
 
+# ----------------------------------------------------------------- agent
+# One simulated device, one update cycle: enrol with a factory image, then
+# iomt-agent run checks in, downloads an AGENT_IMAGE_MIB release, verifies
+# it against the manufacturer's key, installs it to the inactive slot and
+# reports. Its peak memory is GNU time's maximum resident set size.
+bench_agent() {
+    local dev=bench-dev-2 a=$WORK/agent token out rid
+    local key=$WORK/release.pem pub=$WORK/release.pub.pem
+    [ -x "$AGENT" ] || { fail "agent: $AGENT not built"; return; }
+    [ -x "$GNU_TIME" ] || { fail "agent: $GNU_TIME missing (package time)"; return; }
+    [ -n "${HUB_PORT:-}" ] || { fail "agent: no hub running"; return; }
+    mkdir -p "$a"
+    if [ ! -f "$key" ] && ! out=$("$IOMT" keygen -o "$key" 2>&1); then
+        fail "agent: iomt keygen failed: $out"; return
+    fi
+    head -c $((1024 * 1024)) /dev/urandom >"$a/factory.img"
+    head -c $((AGENT_IMAGE_MIB * 1024 * 1024)) /dev/urandom >"$a/update.img"
+    for img in factory:1 update:2; do
+        if ! out=$("$IOMT" sign --key "$key" --image "$a/${img%:*}.img" \
+            --seq "${img#*:}" --vendor bench-vendor --class bench-pump \
+            -o "$a/${img%:*}.suit" 2>&1); then
+            fail "agent: iomt sign failed: $out"; return
+        fi
+    done
+
+    token=$(create_device "$dev") || return
+    if ! out=$("$AGENT" enrol --state "$a/state" \
+        --hub "https://127.0.0.1:$HUB_PORT" --ca "$CA_CERT" \
+        --trust-anchor "$pub" --device-id "$dev" --token "$token" \
+        --vendor bench-vendor --class bench-pump \
+        --factory-image "$a/factory.img" \
+        --factory-envelope "$a/factory.suit" --quiet 2>&1); then
+        fail "agent: iomt-agent enrol failed: $out"; return
+    fi
+
+    out=$(admin_api POST /api/v1/releases \
+        -H 'Content-Type: application/suit-envelope+cose' \
+        --data-binary "@$a/update.suit") &&
+        rid=$(printf '%s' "$out" | json_field release_id) ||
+        { fail "agent: release upload failed: $out"; return; }
+    out=$(admin_api PUT "/api/v1/releases/$rid/image" \
+        -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$a/update.img") ||
+        { fail "agent: image upload failed: $out"; return; }
+    out=$(admin_api POST /api/v1/assignments \
+        -H 'Content-Type: application/json' \
+        -d "{\"release_id\":\"$rid\",\"device_id\":\"$dev\"}") ||
+        { fail "agent: assignment failed: $out"; return; }
+
+    out=$("$GNU_TIME" -f %M -o "$a/rss" "$AGENT" run --state "$a/state" \
+        --hub "https://127.0.0.1:$HUB_PORT" --ca "$CA_CERT" \
+        --trust-anchor "$pub" --quiet 2>&1)
+    case "$out" in
+    *result=installed*)
+        R_AGENT_MEM="$(mib "$(tail -n 1 "$a/rss")")" ;;
+    *) fail "agent: the update cycle did not install: $out" ;;
+    esac
+}
+
 # ---------------------------------------------------------------- report
 report() {
     local cpus ossl ngv
@@ -354,7 +430,8 @@ report() {
     printf '%-34s %-16s %-22s\n' "peak memory, hub under load" \
         "$R_HUB_MEM" "nginx $R_NGINX_MEM"
     printf '%-34s %-16s\n' "peak memory, iomt verify" "$R_VERIFY_RSS"
-    printf '%-34s %-16s\n' "peak memory, one device update" "$R_AGENT_MEM"
+    printf '%-34s %-16s\n' \
+        "peak memory, device update ${AGENT_IMAGE_MIB} MiB" "$R_AGENT_MEM"
     printf '\nratio verify/openssl-dgst = %s (goal <= 1.10x)\n' \
         "$R_VERIFY_RATIO"
     printf 'ratio hub/nginx check-ins = %s (goal >= 1.00x)\n' "$R_TLS_RATIO"
@@ -370,5 +447,6 @@ done
 
 bench_verify
 bench_tls
+bench_agent
 report | tee "$OUT/last.txt"
 exit "$FAILED"
