@@ -5,9 +5,9 @@ set -euo pipefail
 
 build=(cmake ninja-build pkg-config gcc libssl-dev libsqlite3-dev
        libjansson-dev libevent-dev libcurl4-openssl-dev openssl)
-test=(libcmocka-dev python3-cryptography python3-cbor2 clang-format
+test=(libcmocka-dev curl python3-cryptography python3-cbor2 clang-format
       cppcheck sqlite3)
-demo=(ca-certificates)
+demo=(ca-certificates curl)
 bench=(nginx-light time)
 
 want=("${build[@]}")
