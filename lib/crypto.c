@@ -17,6 +17,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -121,6 +122,15 @@ int iomt_key_generate(enum iomt_alg alg, struct iomt_key **out,
     return IOMT_OK;
 }
 
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
 int iomt_key_from_pem(const uint8_t *pem, size_t n, struct iomt_key **out,
                       struct iomt_err *err)
 {
@@ -134,14 +144,19 @@ int iomt_key_from_pem(const uint8_t *pem, size_t n, struct iomt_key **out,
     bio = BIO_new_mem_buf(pem, (int)n);
     if (bio == NULL)
         return iomt_err_set(err, IOMT_E_NOMEM, "key: out of memory");
-    pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    /* No password callback: OpenSSL's default one would prompt on the
+     * terminal from inside the library. Encrypted keys are refused. */
+    pkey = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
     if (pkey == NULL) {
         if (BIO_reset(bio) != 1) {
             rc = iomt_err_set(err, IOMT_E_CRYPTO, "key: BIO reset failed");
             goto out_free_bio;
         }
-        pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+        pkey = PEM_read_bio_PUBKEY(bio, NULL, no_password, NULL);
     }
+    /* Failed attempts leave errors queued; clear them so they are not
+     * reported later against an unrelated TLS or X.509 call. */
+    ERR_clear_error();
     if (pkey == NULL) {
         rc = iomt_err_set(err, IOMT_E_INPUT,
                           "key: not a PEM private or public key");

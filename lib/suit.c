@@ -90,7 +90,8 @@ static int member_bstr(struct iomt_cbor_reader *r, const uint8_t **enc,
     size_t start = r->off;
     int rc;
 
-    if (*enc != NULL)
+    /* A second copy could be read differently by another parser. */
+    if (*p != NULL)
         return iomt_err_set(r->err, IOMT_E_INPUT, "%s: duplicate member",
                             field);
     rc = iomt_cbor_get_bstr(r, p, n, field);

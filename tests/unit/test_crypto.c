@@ -249,6 +249,28 @@ static void test_key_garbage(void **state)
                      IOMT_E_IO);
 }
 
+/* An encrypted private key is refused, never prompted for: the library
+ * must not talk to the terminal. */
+static void test_encrypted_key_refused(void **state)
+{
+    /* A throwaway Ed25519 test key, password "test-only". */
+    static const char pem[] =
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\n"
+        "MIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAjzut6xDIyPcgICCAAw\n"
+        "DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEOPscEDo1mcDMjCCTb2FES8EQN8Q\n"
+        "03qlW1Q1liI9Ka6gyXKPlVKD68mOkWUPTpZFpu+1b5Bi0xN0LAWb49fGuJUG1PF6\n"
+        "JvCipUyNemBlDyU6dKA=\n"
+        "-----END ENCRYPTED PRIVATE KEY-----\n";
+    struct iomt_key *key = NULL;
+    struct iomt_err err = {0};
+
+    (void)state;
+    assert_int_equal(
+        iomt_key_from_pem((const uint8_t *)pem, strlen(pem), &key, &err),
+        IOMT_E_INPUT);
+    assert_null(key);
+}
+
 static void test_hex_and_compare(void **state)
 {
     uint8_t buf[8], a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 5};
@@ -280,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_ed25519_rfc8032),
         cmocka_unit_test(test_key_files),
         cmocka_unit_test(test_key_garbage),
+        cmocka_unit_test(test_encrypted_key_refused),
         cmocka_unit_test(test_hex_and_compare),
     };
 

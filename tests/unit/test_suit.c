@@ -200,6 +200,39 @@ static void test_every_bit_flip_and_truncation(void **state)
     free(env);
 }
 
+/* Two authentication wrappers: refused rather than picking one. */
+static void test_duplicate_member(void **state)
+{
+    struct fixture *f = *state;
+    struct iomt_suit_params p;
+    struct iomt_suit_manifest m;
+    struct iomt_err err = {0};
+    uint8_t *env = NULL, *dup;
+    size_t len = 0, auth_len, rest;
+
+    fill_params(&p, 0);
+    assert_int_equal(iomt_suit_sign(&p, f->es256, &env, &len, &err), IOMT_OK);
+    /* d8 6b a2 02 58 LL <auth> 03 <manifest> */
+    assert_int_equal(env[2], 0xa2);
+    assert_int_equal(env[4], 0x58);
+    auth_len = 2 + (size_t)env[5];
+    rest = len - 4 - auth_len;
+    dup = malloc(len + 1 + auth_len);
+    assert_non_null(dup);
+    memcpy(dup, env, 4);
+    dup[2] = 0xa3;
+    memcpy(dup + 4, env + 4, auth_len);
+    dup[4 + auth_len] = 0x02;
+    memcpy(dup + 5 + auth_len, env + 4, auth_len);
+    memcpy(dup + 5 + 2 * auth_len, env + 4 + auth_len, rest);
+    assert_int_equal(
+        iomt_suit_verify(dup, len + 1 + auth_len, f->es256, &m, &err),
+        IOMT_E_INPUT);
+    assert_non_null(strstr(err.msg, "duplicate"));
+    free(dup);
+    free(env);
+}
+
 static void test_sign_rejects_bad_text(void **state)
 {
     struct fixture *f = *state;
@@ -470,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_eddsa),
         cmocka_unit_test(test_wrong_key_zeroes),
         cmocka_unit_test(test_every_bit_flip_and_truncation),
+        cmocka_unit_test(test_duplicate_member),
         cmocka_unit_test(test_sign_rejects_bad_text),
         cmocka_unit_test(test_check_image_and_seq),
         cmocka_unit_test(test_normalise),
