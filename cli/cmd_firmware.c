@@ -505,7 +505,15 @@ static json_t *manifest_json(const struct iomt_suit_manifest *m)
     json_t *o = json_object(), *part;
     char uuid[37];
 
-    json_object_set_new(o, "seq", json_integer((json_int_t)m->seq));
+    /* JSON integers are signed 64-bit here: larger values go as text. */
+    if (m->seq > (uint64_t)INT64_MAX) {
+        char seq[24];
+
+        snprintf(seq, sizeof(seq), "%llu", (unsigned long long)m->seq);
+        json_object_set_new(o, "seq", json_string(seq));
+    } else {
+        json_object_set_new(o, "seq", json_integer((json_int_t)m->seq));
+    }
     json_object_set_new(o, "version",
                         m->version[0] ? json_string(m->version) : json_null());
     iomt_suit_uuid_str(m->vendor_id, uuid);
