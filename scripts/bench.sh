@@ -11,7 +11,7 @@
 # script starts is stopped on exit.
 #
 # Environment: IOMT_BIN (build dir, default ./build), BENCH_WORKERS (2),
-# BENCH_CONNS (8), BENCH_SECONDS (4 per round), BENCH_ROUNDS (3),
+# BENCH_CONNS (8), BENCH_SECONDS (3 per round), BENCH_ROUNDS (5),
 # BENCH_REPS (5), BENCH_IMAGE_MIB (256), BENCH_AGENT_IMAGE_MIB (16),
 # BENCH_KEEP=1 keeps the scratch dir.
 set -uo pipefail
@@ -20,8 +20,8 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${IOMT_BIN:-$SRC/build}
 WORKERS=${BENCH_WORKERS:-2}
 CONNS=${BENCH_CONNS:-8}
-LOAD_SECONDS=${BENCH_SECONDS:-4}
-ROUNDS=${BENCH_ROUNDS:-3}
+LOAD_SECONDS=${BENCH_SECONDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 REPS=${BENCH_REPS:-5}
 IMAGE_MIB=${BENCH_IMAGE_MIB:-256}
 AGENT_IMAGE_MIB=${BENCH_AGENT_IMAGE_MIB:-16}
@@ -68,8 +68,21 @@ fail() {
 # Results, filled in as sections run; "n/a (...)" when one could not.
 R_VERIFY="n/a"; R_DGST="n/a"; R_VERIFY_RATIO="n/a"; R_VERIFY_RSS="n/a"
 R_HUB="n/a"; R_NGINX="n/a"; R_TLS_RATIO="n/a"; R_TLS_FAIL=""
-R_HUB_CPU="n/a"; R_NGINX_CPU="n/a"
+R_HUB_CPU="n/a"; R_NGINX_CPU="n/a"; R_CPU_RATIO="n/a"; LOADAVG_START=""
 R_HUB_MEM="n/a"; R_NGINX_MEM="n/a"; R_AGENT_MEM="n/a"
+
+# need_tools SECTION COMMAND:DEBIAN_PACKAGE...: notes what is missing.
+need_tools() {
+    local section=$1 spec missing=""
+    shift
+    for spec in "$@"; do
+        command -v "${spec%%:*}" >/dev/null 2>&1 ||
+            missing="$missing ${spec##*:}"
+    done
+    [ -z "$missing" ] && return 0
+    fail "$section: missing Debian packages:$missing"
+    return 1
+}
 
 now_ns() { date +%s%N; }
 
@@ -78,6 +91,12 @@ median() {
         if (NR == 0) exit 1
         if (NR % 2) print v[(NR + 1) / 2]
         else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# "lowest-highest" of a list of numbers, rounded.
+spread() {
+    sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {
+        if (NR) printf "%.0f-%.0f", lo, hi }'
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
@@ -121,6 +140,7 @@ bench_verify() {
     local img=$WORK/image.bin key=$WORK/release.pem env=$WORK/image.suit
     local i t0 t1 out
 
+    need_tools verify openssl:openssl || return
     log "verify: making a ${IMAGE_MIB} MiB random image and signing it"
     head -c "$((IMAGE_MIB * 1024 * 1024))" /dev/urandom >"$img" ||
         { fail "verify: cannot write $img"; return; }
@@ -311,7 +331,8 @@ load_round() {
 bench_tls() {
     local r v
     [ -x "$CLIENT" ] || { fail "tls: $CLIENT not built"; return; }
-    [ -x "$NGINX" ] || { fail "tls: nginx not installed (nginx-light)"; return; }
+    need_tools tls "$NGINX:nginx-light" "$PY:python3" curl:curl \
+        openssl:openssl pgrep:procps || return
     make_pki || return
     start_hub || return
     enrol_device || return
@@ -345,8 +366,11 @@ bench_tls() {
     if v=$(median <"$WORK/r_nginx.cpu"); then
         R_NGINX_CPU=$(printf '%.0f ms' "$v")
     fi
-    R_HUB=$(printf '%.0f/s' "$R_HUB")
-    R_NGINX=$(printf '%.0f/s' "$R_NGINX")
+    R_HUB=$(printf '%.0f/s (%s)' "$R_HUB" "$(spread <"$WORK/r_hub")")
+    R_NGINX=$(printf '%.0f/s (%s)' "$R_NGINX" "$(spread <"$WORK/r_nginx")")
+    if [ "$R_HUB_CPU" != n/a ] && [ "$R_NGINX_CPU" != n/a ]; then
+        R_CPU_RATIO=$(ratio "${R_HUB_CPU% ms}" "${R_NGINX_CPU% ms}")
+    fi
 }
 
 # ----------------------------------------------------------------- agent
@@ -358,7 +382,7 @@ bench_agent() {
     local dev=bench-dev-2 a=$WORK/agent token out rid
     local key=$WORK/release.pem pub=$WORK/release.pub.pem
     [ -x "$AGENT" ] || { fail "agent: $AGENT not built"; return; }
-    [ -x "$GNU_TIME" ] || { fail "agent: $GNU_TIME missing (package time)"; return; }
+    need_tools agent "$GNU_TIME:time" || return
     [ -n "${HUB_PORT:-}" ] || { fail "agent: no hub running"; return; }
     mkdir -p "$a"
     if [ ! -f "$key" ] && ! out=$("$IOMT" keygen -o "$key" 2>&1); then
@@ -410,28 +434,29 @@ bench_agent() {
 
 # ---------------------------------------------------------------- report
 report() {
-    local cpus ossl ngv
+    local cpus ossl ngv row='%-32s %-16s %-22s %s\n'
     cpus=$(nproc)
     ossl=$(openssl version | awk '{print $1, $2}')
     ngv=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
-    printf '\niomtsec bench: %s CPUs, %s, %s; hub and nginx each run %s '\
-'workers\n' "$cpus" "$ossl" "$ngv" "$WORKERS"
-    printf '(verify: median of %s interleaved runs; check-ins: median of %s '\
-'rounds of %s s, %s connections)\n\n' "$REPS" "$ROUNDS" "$LOAD_SECONDS" "$CONNS"
-    printf '%-34s %-16s %-22s %s\n' measurement iomtsec anchor ratio
-    printf '%-34s %-16s %-22s %s\n' \
-        "verify ${IMAGE_MIB} MiB image (time)" "$R_VERIFY" \
+    printf '\niomtsec bench: %s CPUs, %s, %s\n' "$cpus" "$ossl" "$ngv"
+    printf 'hub and nginx each run %s workers\n' "$WORKERS"
+    printf 'load average at start %s, at end %s\n' "$LOADAVG_START" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '(verify: median of %s interleaved runs; check-ins: median and '\
+'range of %s\n alternating rounds of %s s each, %s client connections)\n\n' \
+        "$REPS" "$ROUNDS" "$LOAD_SECONDS" "$CONNS"
+    printf "$row" measurement iomtsec anchor ratio
+    printf "$row" "verify ${IMAGE_MIB} MiB image (time)" "$R_VERIFY" \
         "openssl dgst $R_DGST" "$R_VERIFY_RATIO"
-    printf '%-34s %-16s %-22s %s\n' \
-        "mutual-TLS check-ins per second" "$R_HUB" "nginx $R_NGINX" \
-        "$R_TLS_RATIO"
-    printf '%-34s %-16s %-22s\n' "server CPU per 1000 check-ins" \
-        "$R_HUB_CPU" "nginx $R_NGINX_CPU"
-    printf '%-34s %-16s %-22s\n' "peak memory, hub under load" \
-        "$R_HUB_MEM" "nginx $R_NGINX_MEM"
-    printf '%-34s %-16s\n' "peak memory, iomt verify" "$R_VERIFY_RSS"
-    printf '%-34s %-16s\n' \
-        "peak memory, device update ${AGENT_IMAGE_MIB} MiB" "$R_AGENT_MEM"
+    printf "$row" "mutual-TLS check-ins per second" "$R_HUB" \
+        "nginx $R_NGINX" "$R_TLS_RATIO"
+    printf "$row" "server CPU per 1000 check-ins" "$R_HUB_CPU" \
+        "nginx $R_NGINX_CPU" "$R_CPU_RATIO"
+    printf "$row" "peak memory, hub under load" "$R_HUB_MEM" \
+        "nginx $R_NGINX_MEM" ""
+    printf "$row" "peak memory, iomt verify" "$R_VERIFY_RSS" "" ""
+    printf "$row" "peak memory, agent update ${AGENT_IMAGE_MIB} MiB" \
+        "$R_AGENT_MEM" "" ""
     printf '\nratio verify/openssl-dgst = %s (goal <= 1.10x)\n' \
         "$R_VERIFY_RATIO"
     printf 'ratio hub/nginx check-ins = %s (goal >= 1.00x)\n' "$R_TLS_RATIO"
@@ -445,8 +470,9 @@ for tool in "$IOMT" "$HUB"; do
     [ -x "$tool" ] || { log "$tool not built (run make)"; exit 2; }
 done
 
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 bench_verify
 bench_tls
 bench_agent
-report | tee "$OUT/last.txt"
+report | sed 's/ *$//' | tee "$OUT/last.txt"
 exit "$FAILED"
