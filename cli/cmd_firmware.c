@@ -120,9 +120,11 @@ static int public_path(const char *priv, char *out, size_t cap)
 
 int cmd_keygen(int argc, char **argv)
 {
-    static const char usage[] = "keygen [--alg es256|ed25519] -o KEY.pem";
+    static const char usage[] =
+        "keygen [--alg es256|ed25519] [--force] -o KEY.pem";
     static const struct option opts[] = {
         {"alg", required_argument, NULL, 'a'},
+        {"force", no_argument, NULL, 'f'},
         {"out", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -132,7 +134,7 @@ int cmd_keygen(int argc, char **argv)
     struct iomt_err err = {0};
     const char *out = NULL;
     char pub[4096];
-    int c;
+    int c, force = 0;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -147,6 +149,9 @@ int cmd_keygen(int argc, char **argv)
                 usage_error("keygen", usage, "--alg: es256 or ed25519");
                 return IOMT_EXIT_USAGE;
             }
+            break;
+        case 'f':
+            force = 1;
             break;
         case 'o':
             out = optarg;
@@ -166,6 +171,14 @@ int cmd_keygen(int argc, char **argv)
     }
     if (public_path(out, pub, sizeof(pub)) != 0) {
         usage_error("keygen", usage, "-o: path too long");
+        return IOMT_EXIT_USAGE;
+    }
+    /* A signing key lost to a slip of the shell cannot be recovered, and
+     * every device trusting it would need a new trust anchor. */
+    if (!force && (access(out, F_OK) == 0 || access(pub, F_OK) == 0)) {
+        fprintf(stderr,
+                "iomt keygen: -o: %s or %s exists; --force replaces it\n", out,
+                pub);
         return IOMT_EXIT_USAGE;
     }
     if (iomt_key_generate(alg, &key, &err) != IOMT_OK ||

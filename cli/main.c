@@ -14,12 +14,13 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"keygen", cmd_keygen, "keygen [--alg es256|ed25519] -o KEY.pem"},
+    {"keygen", cmd_keygen, "keygen [--alg es256|ed25519] [--force] -o KEY.pem"},
     {"sign", cmd_sign,
      "sign --key KEY.pem --image FILE --seq N --vendor NAME --class NAME\n"
      "          [--version TEXT] [--sbom FILE] -o ENVELOPE"},
     {"verify", cmd_verify,
-     "verify --key PUB.pem ENVELOPE [--image FILE] [--installed-seq N]"},
+     "verify --key PUB.pem ENVELOPE [--image FILE] [--installed-seq N]\n"
+     "          [--sbom FILE] [--vendor NAME [--class NAME]]"},
     {"inspect", cmd_inspect, "inspect [--json] ENVELOPE"},
     {"ca", cmd_ca, "ca init|issue ... (iomt ca --help)"},
 };
