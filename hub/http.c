@@ -654,8 +654,7 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd,
-                                  struct ssl_ctx_st *ssl_ctx)
+struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd)
 {
     struct hub_worker *w = calloc(1, sizeof(*w));
     struct iomt_err err = {0};
@@ -663,7 +662,13 @@ struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd,
     if (w == NULL)
         return NULL;
     w->cfg = cfg;
-    w->ssl_ctx = ssl_ctx;
+    /* One TLS context per worker: OpenSSL 3 locks a context's certificate
+     * store on every chain check, and sharing it makes threads queue. */
+    if (iomt_pki_tls_server_ctx(cfg->ca_cert_path, cfg->cert_path,
+                                cfg->key_path, &w->ssl_ctx, &err) != IOMT_OK) {
+        hub_log("error", "tls", "msg=\"%s\"", err.msg);
+        goto out_fail;
+    }
     w->base = event_base_new();
     if (w->base == NULL)
         goto out_fail;
@@ -718,5 +723,6 @@ void hub_worker_free(struct hub_worker *w)
     if (w->base != NULL)
         event_base_free(w->base);
     store_close(w->store);
+    SSL_CTX_free(w->ssl_ctx);
     free(w);
 }

@@ -74,8 +74,7 @@ struct hub_req {
 /* http.c: the listener and the connection state machine. */
 struct hub_worker;
 int hub_listen(const char *listen, int *fd, int *port);
-struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd,
-                                  struct ssl_ctx_st *ssl_ctx);
+struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd);
 int hub_worker_start(struct hub_worker *w);
 void hub_worker_stop(struct hub_worker *w);
 void hub_worker_free(struct hub_worker *w);

@@ -170,6 +170,9 @@ static int serve(struct hub_config *cfg)
         hub_log("error", "start", "msg=\"%s\"", err.msg);
         goto out_free;
     }
+    /* That context only proved the files load; each worker makes its own. */
+    SSL_CTX_free(ssl_ctx);
+    ssl_ctx = NULL;
     if (evthread_use_pthreads() != 0 ||
         hub_listen(cfg->listen, &listen_fd, &port) != 0) {
         hub_log("error", "start", "listen=%s msg=\"%s\"", cfg->listen,
@@ -183,7 +186,7 @@ static int serve(struct hub_config *cfg)
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
     for (i = 0; i < cfg->workers; i++) {
-        workers[i] = hub_worker_new(cfg, listen_fd, ssl_ctx);
+        workers[i] = hub_worker_new(cfg, listen_fd);
         if (workers[i] == NULL || hub_worker_start(workers[i]) != 0) {
             hub_log("error", "start", "msg=\"worker %d failed\"", i);
             goto out_stop;
