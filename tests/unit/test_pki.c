@@ -29,27 +29,6 @@ struct fixture {
     char ca2_key[PATH_MAX], ca2_cert[PATH_MAX];
 };
 
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    struct iomt_err err = {0};
-
-    if (f == NULL)
-        return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/iomt-test-pki-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
-        return -1;
-    snprintf(f->ca_key, sizeof(f->ca_key), "%s/ca.key.pem", f->dir);
-    snprintf(f->ca_cert, sizeof(f->ca_cert), "%s/ca.pem", f->dir);
-    snprintf(f->ca2_key, sizeof(f->ca2_key), "%s/ca2.key.pem", f->dir);
-    snprintf(f->ca2_cert, sizeof(f->ca2_cert), "%s/ca2.pem", f->dir);
-    if (iomt_pki_ca_init(f->ca_key, f->ca_cert, "Test Hospital", 30, &err) ||
-        iomt_pki_ca_init(f->ca2_key, f->ca2_cert, "Other", 30, &err))
-        return -1;
-    *state = f;
-    return 0;
-}
-
 static int teardown(void **state)
 {
     struct fixture *f = *state;
@@ -59,6 +38,32 @@ static int teardown(void **state)
     if (system(cmd) != 0)
         return -1;
     free(f);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    struct iomt_err err = {0};
+
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/iomt-test-pki-XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->ca_key, sizeof(f->ca_key), "%s/ca.key.pem", f->dir);
+    snprintf(f->ca_cert, sizeof(f->ca_cert), "%s/ca.pem", f->dir);
+    snprintf(f->ca2_key, sizeof(f->ca2_key), "%s/ca2.key.pem", f->dir);
+    snprintf(f->ca2_cert, sizeof(f->ca2_cert), "%s/ca2.pem", f->dir);
+    if (iomt_pki_ca_init(f->ca_key, f->ca_cert, "Test Hospital", 30, &err) ||
+        iomt_pki_ca_init(f->ca2_key, f->ca2_cert, "Other", 30, &err)) {
+        *state = f;
+        teardown(state);
+        return -1;
+    }
+    *state = f;
     return 0;
 }
 
