@@ -339,6 +339,48 @@ if verify_chain "$work/audit2" >/dev/null 2>&1; then
     fail "a forged audit entry went unnoticed"
 fi
 
+# ------------------------------------------------- malformed HTTP
+# Raw requests over TLS (Python's ssl module as the client): each must get
+# the named status and the hub must keep serving.
+raw() { # want-statuses request (printf-style escapes)
+    local got
+    got=$($py - "$port" "$work" "$2" <<'EOF'
+import re, socket, ssl, sys
+port, work, fmt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+data = fmt.encode().decode("unicode_escape").encode("latin-1")
+data = data.replace(b"@BIG@", b"A" * 20000)
+ctx = ssl.create_default_context(cafile=work + "/ca/ca.pem")
+ctx.load_cert_chain(work + "/admin.pem", work + "/admin.key.pem")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                    server_hostname="localhost")
+s.sendall(data)
+buf = b""
+try:
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+except (socket.timeout, ssl.SSLError, ConnectionResetError):
+    pass
+print(" ".join(m.decode() for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", buf)))
+EOF
+)
+    [ "$got" = "$1" ] || fail "raw request: want '$1', got '$got' for $2"
+}
+raw 400 'GARBAGE\r\n\r\n'
+raw 501 'DELETE /api/v1/devices HTTP/1.1\r\nHost: x\r\n\r\n'
+raw 400 'GET /api/v1/devices HTTP/2.0\r\n\r\n'
+raw 431 'GET /api/v1/devices HTTP/1.1\r\nX-Big: @BIG@\r\n\r\n'
+raw 400 'POST /api/v1/devices HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}'
+raw 411 'POST /api/v1/devices HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'
+raw 400 'POST /api/v1/devices HTTP/1.1\r\nContent-Length: -1\r\n\r\n'
+raw 413 'POST /api/v1/devices HTTP/1.1\r\nContent-Length: 100000\r\n\r\n'
+raw 400 'GET /api/v1/devices HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}'
+raw 404 'GET /../../etc/passwd HTTP/1.1\r\nConnection: close\r\n\r\n'
+raw "200 200" 'GET /api/v1/devices HTTP/1.1\r\n\r\nGET /api/v1/devices HTTP/1.1\r\nConnection: close\r\n\r\n'
+req 200 "$work/o" "$url/.well-known/est/cacerts"
+
 # Clean stop on SIGTERM.
 kill -TERM "$hub_pid"
 rc=0
