@@ -4,11 +4,13 @@
  * releases. HTTPS with TLS 1.3 mutual authentication, state in SQLite.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/thread.h>
@@ -17,7 +19,8 @@
 #include "hub.h"
 #include "store.h"
 
-#define WORKERS_MAX 64
+#define WORKERS_MAX   64
+#define CHECKPOINT_MS 250
 
 static void usage(FILE *out)
 {
@@ -132,6 +135,67 @@ static int load_cacerts(struct hub_config *cfg, struct iomt_err *err)
     return iomt_pki_est_wrap(buf, n, &cfg->cacerts_b64, &cfg->cacerts_len, err);
 }
 
+struct checkpointer {
+    struct store *store;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int stop;
+};
+
+/* Runs WAL checkpoints every CHECKPOINT_MS until told to stop. */
+static void *checkpoint_main(void *arg)
+{
+    struct checkpointer *cp = arg;
+    struct timespec until;
+
+    pthread_mutex_lock(&cp->lock);
+    while (!cp->stop) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += CHECKPOINT_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&cp->wake, &cp->lock, &until);
+        if (cp->stop)
+            break;
+        pthread_mutex_unlock(&cp->lock);
+        store_checkpoint(cp->store);
+        pthread_mutex_lock(&cp->lock);
+    }
+    pthread_mutex_unlock(&cp->lock);
+    store_checkpoint(cp->store);
+    return NULL;
+}
+
+static int checkpointer_start(struct checkpointer *cp, const char *db_path)
+{
+    struct iomt_err err = {0};
+
+    memset(cp, 0, sizeof(*cp));
+    pthread_mutex_init(&cp->lock, NULL);
+    pthread_cond_init(&cp->wake, NULL);
+    if (store_open(db_path, &cp->store, &err) != IOMT_OK ||
+        pthread_create(&cp->thread, NULL, checkpoint_main, cp) != 0) {
+        store_close(cp->store);
+        cp->store = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void checkpointer_stop(struct checkpointer *cp)
+{
+    if (cp->store == NULL)
+        return;
+    pthread_mutex_lock(&cp->lock);
+    cp->stop = 1;
+    pthread_cond_signal(&cp->wake);
+    pthread_mutex_unlock(&cp->lock);
+    pthread_join(cp->thread, NULL);
+    store_close(cp->store);
+    cp->store = NULL;
+}
+
 static int write_port_file(const char *path, int port)
 {
     char tmp[PATH_MAX];
@@ -152,6 +216,7 @@ static int write_port_file(const char *path, int port)
 static int serve(struct hub_config *cfg)
 {
     struct hub_worker *workers[WORKERS_MAX] = {0};
+    struct checkpointer cp = {0};
     struct iomt_err err = {0};
     SSL_CTX *ssl_ctx = NULL;
     sigset_t stop_set;
@@ -185,6 +250,10 @@ static int serve(struct hub_config *cfg)
     sigaddset(&stop_set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (checkpointer_start(&cp, cfg->db_path) != 0) {
+        hub_log("error", "start", "msg=\"checkpoint thread failed\"");
+        goto out_stop;
+    }
     for (i = 0; i < cfg->workers; i++) {
         workers[i] = hub_worker_new(cfg, listen_fd);
         if (workers[i] == NULL || hub_worker_start(workers[i]) != 0) {
@@ -205,6 +274,7 @@ static int serve(struct hub_config *cfg)
 out_stop:
     for (i = 0; i < cfg->workers; i++)
         hub_worker_free(workers[i]);
+    checkpointer_stop(&cp);
 out_free:
     if (listen_fd >= 0)
         close(listen_fd);

@@ -40,6 +40,9 @@ struct store_release {
 int store_init(const char *path, struct iomt_err *err);
 int store_open(const char *path, struct store **out, struct iomt_err *err);
 void store_close(struct store *s);
+/* Copies committed WAL frames into the database (PASSIVE: never waits for
+ * readers or writers). Called by one background thread. */
+int store_checkpoint(struct store *s);
 
 /*
  * Write transactions. durable selects synchronous=FULL (the commit is on

@@ -823,14 +823,15 @@ out_free:
     return rc;
 }
 
-static int tls_base_ctx(const SSL_METHOD *method, const char *ca_cert_path,
-                        const char *cert_path, const char *key_path,
-                        SSL_CTX **out, struct iomt_err *err)
+static int tls_base_ctx(OSSL_LIB_CTX *libctx, const SSL_METHOD *method,
+                        const char *ca_cert_path, const char *cert_path,
+                        const char *key_path, SSL_CTX **out,
+                        struct iomt_err *err)
 {
     SSL_CTX *ctx;
 
     *out = NULL;
-    ctx = SSL_CTX_new(method);
+    ctx = SSL_CTX_new_ex(libctx, NULL, method);
     if (ctx == NULL)
         return iomt_err_set(err, IOMT_E_CRYPTO, "TLS: context failed");
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
@@ -864,14 +865,23 @@ int iomt_pki_tls_server_ctx(const char *ca_cert_path, const char *cert_path,
                             const char *key_path, struct ssl_ctx_st **out,
                             struct iomt_err *err)
 {
+    return iomt_pki_tls_server_ctx_ex(NULL, ca_cert_path, cert_path, key_path,
+                                      out, err);
+}
+
+int iomt_pki_tls_server_ctx_ex(struct ossl_lib_ctx_st *libctx,
+                               const char *ca_cert_path, const char *cert_path,
+                               const char *key_path, struct ssl_ctx_st **out,
+                               struct iomt_err *err)
+{
     STACK_OF(X509_NAME) * names;
     SSL_CTX *ctx;
     int rc;
 
     if (cert_path == NULL || key_path == NULL)
         return iomt_err_set(err, IOMT_E_INPUT, "TLS: server needs cert, key");
-    rc = tls_base_ctx(TLS_server_method(), ca_cert_path, cert_path, key_path,
-                      &ctx, err);
+    rc = tls_base_ctx(libctx, TLS_server_method(), ca_cert_path, cert_path,
+                      key_path, &ctx, err);
     if (rc != IOMT_OK)
         return rc;
     names = SSL_load_client_CA_file(ca_cert_path);
@@ -885,6 +895,9 @@ int iomt_pki_tls_server_ctx(const char *ca_cert_path, const char *cert_path,
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    /* Peers hold the fleet CA already; building and sending the chain up
+     * to it on every handshake costs both sides for nothing. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
     *out = ctx;
     return IOMT_OK;
 }
@@ -896,8 +909,8 @@ int iomt_pki_tls_client_ctx(const char *ca_cert_path, const char *cert_path,
     SSL_CTX *ctx;
     int rc;
 
-    rc = tls_base_ctx(TLS_client_method(), ca_cert_path, cert_path, key_path,
-                      &ctx, err);
+    rc = tls_base_ctx(NULL, TLS_client_method(), ca_cert_path, cert_path,
+                      key_path, &ctx, err);
     if (rc != IOMT_OK)
         return rc;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);

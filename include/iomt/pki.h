@@ -89,6 +89,14 @@ struct ssl_st;
 int iomt_pki_tls_server_ctx(const char *ca_cert_path, const char *cert_path,
                             const char *key_path, struct ssl_ctx_st **out,
                             struct iomt_err *err);
+/* The same in a given OpenSSL library context (NULL: the default). A
+ * server thread with a library context of its own shares no OpenSSL locks
+ * with the others during handshakes. */
+struct ossl_lib_ctx_st;
+int iomt_pki_tls_server_ctx_ex(struct ossl_lib_ctx_st *libctx,
+                               const char *ca_cert_path, const char *cert_path,
+                               const char *key_path, struct ssl_ctx_st **out,
+                               struct iomt_err *err);
 /* A client context for tests and benchmarks: same limits, verifies the
  * server against the fleet CA; cert/key may be NULL. */
 int iomt_pki_tls_client_ctx(const char *ca_cert_path, const char *cert_path,
