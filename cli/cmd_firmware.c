@@ -164,9 +164,11 @@ int cmd_keygen(int argc, char **argv)
             return IOMT_EXIT_USAGE;
         }
     }
-    if (out == NULL || optind != argc) {
+    if (out == NULL || out[0] == '\0' || optind != argc) {
         usage_error("keygen", usage,
-                    out == NULL ? "-o is required" : "unexpected argument");
+                    out == NULL      ? "-o is required"
+                    : out[0] == '\0' ? "-o: empty path"
+                                     : "unexpected argument");
         return IOMT_EXIT_USAGE;
     }
     if (public_path(out, pub, sizeof(pub)) != 0) {
@@ -214,6 +216,7 @@ int cmd_sign(int argc, char **argv)
     struct iomt_key *key = NULL;
     struct iomt_err err = {0};
     const char *key_path = NULL, *image = NULL, *sbom = NULL, *out = NULL;
+    const char *missing;
     uint8_t *env = NULL;
     size_t env_len = 0;
     char hex[2 * IOMT_SHA256_LEN + 1];
@@ -232,6 +235,12 @@ int cmd_sign(int argc, char **argv)
         case 's':
             if (parse_u64(optarg, &prm.seq) != 0) {
                 usage_error("sign", usage, "--seq: not a whole number");
+                return IOMT_EXIT_USAGE;
+            }
+            /* Hubs and device records keep the counter as a signed 64-bit
+             * integer; a larger one could never be stored or compared. */
+            if (prm.seq > INT64_MAX) {
+                usage_error("sign", usage, "--seq: at most 2^63 - 1");
                 return IOMT_EXIT_USAGE;
             }
             have_seq = 1;
@@ -259,11 +268,20 @@ int cmd_sign(int argc, char **argv)
             return IOMT_EXIT_USAGE;
         }
     }
-    if (key_path == NULL || image == NULL || !have_seq || prm.vendor == NULL ||
-        prm.class == NULL || out == NULL || optind != argc) {
-        usage_error("sign", usage,
-                    "--key, --image, --seq, --vendor, --class and -o are "
-                    "required");
+    if (optind != argc) {
+        fprintf(stderr, "iomt sign: unexpected argument '%s'\n", argv[optind]);
+        return IOMT_EXIT_USAGE;
+    }
+    missing = key_path == NULL     ? "--key"
+              : image == NULL      ? "--image"
+              : !have_seq          ? "--seq"
+              : prm.vendor == NULL ? "--vendor"
+              : prm.class == NULL  ? "--class"
+              : out == NULL        ? "-o"
+                                   : NULL;
+    if (missing != NULL) {
+        fprintf(stderr, "iomt sign: %s is required\n", missing);
+        usage_error("sign", usage, NULL);
         return IOMT_EXIT_USAGE;
     }
 
@@ -276,16 +294,16 @@ int cmd_sign(int argc, char **argv)
         rc = IOMT_EXIT_USAGE;
         goto out_free_key;
     }
-    if (iomt_sha256_file(image, prm.image_digest, &prm.image_size, &err) !=
-        IOMT_OK) {
-        fprintf(stderr, "iomt sign: %s\n", err.msg);
+    if (iomt_sha256_file(image, UINT64_MAX, prm.image_digest, &prm.image_size,
+                         &err) != IOMT_OK) {
+        fprintf(stderr, "iomt sign: --image: %s\n", err.msg);
         rc = IOMT_EXIT_USAGE;
         goto out_free_key;
     }
     if (sbom != NULL) {
-        if (iomt_sha256_file(sbom, prm.sbom_digest, &prm.sbom_size, &err) !=
-            IOMT_OK) {
-            fprintf(stderr, "iomt sign: sbom: %s\n", err.msg);
+        if (iomt_sha256_file(sbom, UINT64_MAX, prm.sbom_digest, &prm.sbom_size,
+                             &err) != IOMT_OK) {
+            fprintf(stderr, "iomt sign: --sbom: %s\n", err.msg);
             rc = IOMT_EXIT_USAGE;
             goto out_free_key;
         }

@@ -262,45 +262,66 @@ static int bio_to_file(BIO *bio, const char *path, mode_t mode,
     return write_atomic(path, data, (size_t)len, mode, err);
 }
 
+static int save_public(const struct iomt_key *key, const char *path,
+                       struct iomt_err *err)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    int rc;
+
+    if (bio == NULL || PEM_write_bio_PUBKEY(bio, key->pkey) != 1)
+        rc =
+            iomt_err_set(err, IOMT_E_CRYPTO, "public key: PEM encoding failed");
+    else
+        rc = bio_to_file(bio, path, 0644, err);
+    BIO_free(bio);
+    return rc;
+}
+
+static int save_private(const struct iomt_key *key, const char *path,
+                        struct iomt_err *err)
+{
+    BIO *bio = BIO_new(BIO_s_secmem());
+    int rc;
+
+    if (bio == NULL)
+        bio = BIO_new(BIO_s_mem());
+    if (bio == NULL || PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL, 0,
+                                                NULL, NULL) != 1)
+        rc = iomt_err_set(err, IOMT_E_CRYPTO,
+                          "private key: PEM encoding failed");
+    else
+        rc = bio_to_file(bio, path, 0600, err);
+    BIO_free(bio); /* the secure-heap BIO clears its buffer */
+    return rc;
+}
+
+/*
+ * The public half is written first and removed again if the private half
+ * cannot be written, so a failure never leaves one half of a pair behind.
+ */
 int iomt_key_save(const struct iomt_key *key, const char *priv_path,
                   const char *pub_path, struct iomt_err *err)
 {
-    BIO *bio = NULL;
-    int rc = IOMT_OK;
+    int rc;
 
     if (key == NULL)
         return iomt_err_set(err, IOMT_E_INPUT, "key: missing");
-    if (priv_path != NULL) {
-        if (!key->has_private)
-            return iomt_err_set(err, IOMT_E_INPUT,
-                                "key: no private half to save");
-        bio = BIO_new(BIO_s_secmem());
-        if (bio == NULL)
-            bio = BIO_new(BIO_s_mem());
-        if (bio == NULL || PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL,
-                                                    0, NULL, NULL) != 1) {
-            rc = iomt_err_set(err, IOMT_E_CRYPTO,
-                              "private key: PEM encoding failed");
-            goto out_free_bio;
-        }
-        rc = bio_to_file(bio, priv_path, 0600, err);
-        BIO_free(bio); /* secmem and mem BIOs clear their buffers */
-        bio = NULL;
+    if (priv_path != NULL && !key->has_private)
+        return iomt_err_set(err, IOMT_E_INPUT, "key: no private half to save");
+    if (pub_path != NULL) {
+        rc = save_public(key, pub_path, err);
         if (rc != IOMT_OK)
             return rc;
     }
-    if (pub_path != NULL) {
-        bio = BIO_new(BIO_s_mem());
-        if (bio == NULL || PEM_write_bio_PUBKEY(bio, key->pkey) != 1) {
-            rc = iomt_err_set(err, IOMT_E_CRYPTO,
-                              "public key: PEM encoding failed");
-            goto out_free_bio;
+    if (priv_path != NULL) {
+        rc = save_private(key, priv_path, err);
+        if (rc != IOMT_OK) {
+            if (pub_path != NULL)
+                unlink(pub_path);
+            return rc;
         }
-        rc = bio_to_file(bio, pub_path, 0644, err);
     }
-out_free_bio:
-    BIO_free(bio);
-    return rc;
+    return IOMT_OK;
 }
 
 int iomt_key_has_private(const struct iomt_key *key)
@@ -505,8 +526,9 @@ void iomt_sha256_free(struct iomt_sha256 *h)
     free(h);
 }
 
-int iomt_sha256_file(const char *path, uint8_t out[IOMT_SHA256_LEN],
-                     uint64_t *size, struct iomt_err *err)
+int iomt_sha256_file(const char *path, uint64_t max,
+                     uint8_t out[IOMT_SHA256_LEN], uint64_t *size,
+                     struct iomt_err *err)
 {
     struct iomt_sha256 *h = NULL;
     uint8_t *buf = NULL;
@@ -515,35 +537,43 @@ int iomt_sha256_file(const char *path, uint8_t out[IOMT_SHA256_LEN],
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return iomt_err_set(err, IOMT_E_IO, "image %s: %s", path,
-                            strerror(errno));
+        return iomt_err_set(err, IOMT_E_IO, "%s: %s", path, strerror(errno));
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     buf = malloc(HASH_BUF_SIZE);
     h = iomt_sha256_new();
     if (buf == NULL || h == NULL) {
-        rc = iomt_err_set(err, IOMT_E_NOMEM, "image: out of memory");
+        rc = iomt_err_set(err, IOMT_E_NOMEM, "hash: out of memory");
         goto out_close;
     }
     for (;;) {
-        ssize_t r = read(fd, buf, HASH_BUF_SIZE);
+        size_t want = HASH_BUF_SIZE;
+        ssize_t r;
+
+        if (total > max) {
+            rc = iomt_err_set(err, IOMT_E_VERIFY, "%s: larger than %llu bytes",
+                              path, (unsigned long long)max);
+            goto out_close;
+        }
+        if (max - total < want)
+            want = (size_t)(max - total) + 1;
+        r = read(fd, buf, want);
 
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            rc = iomt_err_set(err, IOMT_E_IO, "image %s: %s", path,
-                              strerror(errno));
+            rc = iomt_err_set(err, IOMT_E_IO, "%s: %s", path, strerror(errno));
             goto out_close;
         }
         if (r == 0)
             break;
         if (iomt_sha256_update(h, buf, (size_t)r) != IOMT_OK) {
-            rc = iomt_err_set(err, IOMT_E_CRYPTO, "image: hash failed");
+            rc = iomt_err_set(err, IOMT_E_CRYPTO, "hash: SHA-256 failed");
             goto out_close;
         }
         total += (uint64_t)r;
     }
     if (iomt_sha256_final(h, out) != IOMT_OK) {
-        rc = iomt_err_set(err, IOMT_E_CRYPTO, "image: hash failed");
+        rc = iomt_err_set(err, IOMT_E_CRYPTO, "hash: SHA-256 failed");
         goto out_close;
     }
     if (size != NULL)

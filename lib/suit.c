@@ -490,18 +490,59 @@ static int parse_common(const uint8_t *p, size_t n, struct seq_ctx *c)
 }
 
 /* Text ends up on terminals and in JSON: control bytes are refused. */
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_seq_len(const unsigned char *p, size_t n)
+{
+    size_t len, i;
+    uint32_t cp;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2;
+        cp = p[0] & 0x1f;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3;
+        cp = p[0] & 0x0f;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4;
+        cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+        return 0;
+    return len;
+}
+
+/* Text from a manifest ends up in logs, JSON and terminals: it must be
+ * UTF-8 without control characters, or it could forge log lines. */
 static int copy_text(const char *s, size_t n, char *out, size_t cap,
                      const char *field, struct iomt_err *err)
 {
-    size_t i;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i, step;
 
     if (n >= cap)
         return iomt_err_set(err, IOMT_E_INPUT, "%s: longer than %zu bytes",
                             field, cap - 1);
-    for (i = 0; i < n; i++) {
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+    for (i = 0; i < n; i += step) {
+        if (u[i] < 0x20 || u[i] == 0x7f)
             return iomt_err_set(err, IOMT_E_INPUT,
                                 "%s: control character at %zu", field, i);
+        step = utf8_seq_len(u + i, n - i);
+        if (step == 0)
+            return iomt_err_set(err, IOMT_E_INPUT, "%s: not UTF-8 at byte %zu",
+                                field, i);
     }
     memcpy(out, s, n);
     out[n] = '\0';
@@ -1062,7 +1103,12 @@ static int check_file(const uint8_t digest[IOMT_SHA256_LEN], uint64_t size,
     uint64_t got_size = 0;
     int rc;
 
-    rc = iomt_sha256_file(path, got, &got_size, err);
+    rc = iomt_sha256_file(path, size, got, &got_size, err);
+    if (rc == IOMT_E_VERIFY)
+        return iomt_err_set(err, rc,
+                            "%s size: larger than the %llu bytes "
+                            "the manifest says",
+                            what, (unsigned long long)size);
     if (rc != IOMT_OK)
         return rc;
     if (got_size != size)

@@ -56,9 +56,14 @@ struct iomt_sha256 *iomt_sha256_new(void);
 int iomt_sha256_update(struct iomt_sha256 *ctx, const void *p, size_t n);
 int iomt_sha256_final(struct iomt_sha256 *ctx, uint8_t out[IOMT_SHA256_LEN]);
 void iomt_sha256_free(struct iomt_sha256 *ctx);
-/* Streams a whole file through SHA-256; *size receives its length. */
-int iomt_sha256_file(const char *path, uint8_t out[IOMT_SHA256_LEN],
-                     uint64_t *size, struct iomt_err *err);
+/*
+ * Streams a file through SHA-256; *size receives its length. Reading stops
+ * one byte past max (UINT64_MAX: no bound), so an endless or oversized
+ * input ends in IOMT_E_VERIFY instead of a hang.
+ */
+int iomt_sha256_file(const char *path, uint64_t max,
+                     uint8_t out[IOMT_SHA256_LEN], uint64_t *size,
+                     struct iomt_err *err);
 
 /* SHA-1, only for name-based (v5) UUIDs; never for integrity. */
 #define IOMT_SHA1_LEN 20

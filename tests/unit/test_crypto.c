@@ -91,13 +91,15 @@ static void test_sha256_file(void **state)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "abc", 3), 3);
     close(fd);
-    assert_int_equal(iomt_sha256_file(path, d, &size, &err), IOMT_OK);
+    assert_int_equal(iomt_sha256_file(path, UINT64_MAX, d, &size, &err),
+                     IOMT_OK);
     assert_int_equal(size, 3);
     assert_hex(d, sizeof(d),
                "ba7816bf8f01cfea414140de5dae2223"
                "b00361a396177a9cb410ff61f20015ad");
     unlink(path);
-    assert_int_equal(iomt_sha256_file(path, d, &size, &err), IOMT_E_IO);
+    assert_int_equal(iomt_sha256_file(path, UINT64_MAX, d, &size, &err),
+                     IOMT_E_IO);
     assert_non_null(strstr(err.msg, path));
 }
 
