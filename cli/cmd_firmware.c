@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "iomt/cose.h"
 #include "iomt/crypto.h"
+#include "iomt/file.h"
 #include "iomt/suit.h"
 
 /* Hex text of a maximal envelope, with line breaks, fits in this. */
@@ -41,68 +42,6 @@ static int parse_u64(const char *s, uint64_t *out)
         return -1;
     *out = v;
     return 0;
-}
-
-/* Reads a whole file of at most cap bytes. IOMT_E_IO when it cannot be
- * opened or read, IOMT_E_INPUT when it is larger than cap. */
-static int read_file(const char *path, size_t cap, uint8_t **out, size_t *len,
-                     struct iomt_err *err)
-{
-    uint8_t *buf;
-    size_t n = 0;
-    FILE *f;
-
-    *out = NULL;
-    *len = 0;
-    f = fopen(path, "rb");
-    if (f == NULL)
-        return iomt_err_set(err, IOMT_E_IO, "%s: %s", path, strerror(errno));
-    buf = malloc(cap + 1);
-    if (buf == NULL) {
-        fclose(f);
-        return iomt_err_set(err, IOMT_E_NOMEM, "out of memory");
-    }
-    n = fread(buf, 1, cap + 1, f);
-    if (ferror(f)) {
-        fclose(f);
-        free(buf);
-        return iomt_err_set(err, IOMT_E_IO, "%s: read error", path);
-    }
-    fclose(f);
-    if (n > cap) {
-        free(buf);
-        return iomt_err_set(err, IOMT_E_INPUT,
-                            "envelope: %s is larger than %zu bytes", path, cap);
-    }
-    *out = buf;
-    *len = n;
-    return IOMT_OK;
-}
-
-static int write_file(const char *path, const uint8_t *p, size_t n,
-                      struct iomt_err *err)
-{
-    char tmp[4096];
-    FILE *f;
-    int ok;
-
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >=
-        (int)sizeof(tmp))
-        return iomt_err_set(err, IOMT_E_INPUT, "%s: path too long", path);
-    f = fopen(tmp, "wbx");
-    if (f == NULL)
-        return iomt_err_set(err, IOMT_E_IO, "%s: %s", tmp, strerror(errno));
-    ok = fwrite(p, 1, n, f) == n;
-    ok = fflush(f) == 0 && ok;
-    ok = fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int saved = errno;
-
-        unlink(tmp);
-        return iomt_err_set(err, IOMT_E_IO, "%s: %s", path, strerror(saved));
-    }
-    return IOMT_OK;
 }
 
 /* KEY.pem -> KEY.pub.pem; anything else gets .pub.pem appended. */
@@ -314,7 +253,7 @@ int cmd_sign(int argc, char **argv)
         rc = err.code == IOMT_E_INPUT ? IOMT_EXIT_USAGE : IOMT_EXIT_INTERNAL;
         goto out_free_key;
     }
-    if (write_file(out, env, env_len, &err) != IOMT_OK) {
+    if (iomt_file_write_atomic(out, env, env_len, 0644, &err) != IOMT_OK) {
         fprintf(stderr, "iomt sign: %s\n", err.msg);
         rc = IOMT_EXIT_USAGE;
         goto out_free_env;
@@ -340,9 +279,9 @@ static int load_envelope(const char *cmd, const char *path, uint8_t **env,
     long norm;
     int rc;
 
-    rc = read_file(path, ENVELOPE_FILE_MAX, env, len, &err);
+    rc = iomt_file_read(path, ENVELOPE_FILE_MAX, env, len, &err);
     if (rc == IOMT_E_INPUT) {
-        fprintf(stderr, "rejected: %s\n", err.msg);
+        fprintf(stderr, "rejected: envelope: %s\n", err.msg);
         return IOMT_EXIT_REJECTED;
     }
     if (rc != IOMT_OK) {

@@ -25,6 +25,7 @@
 
 #include "crypto_internal.h"
 #include "iomt/crypto.h"
+#include "iomt/file.h"
 
 #define PEM_MAX         (16 * 1024)
 #define HASH_BUF_SIZE   (1024 * 1024)
@@ -208,49 +209,6 @@ int iomt_key_load(const char *path, struct iomt_key **out, struct iomt_err *err)
 
 /* Writes data to path through a temporary file and rename, so a crash
  * never leaves a half-written key behind. */
-static int write_atomic(const char *path, const void *data, size_t n,
-                        mode_t mode, struct iomt_err *err)
-{
-    char tmp[4096];
-    const uint8_t *p = data;
-    int fd, rc = IOMT_E_IO;
-
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >=
-        (int)sizeof(tmp))
-        return iomt_err_set(err, IOMT_E_INPUT, "path too long: %s", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0)
-        return iomt_err_set(err, IOMT_E_IO, "%s: %s", tmp, strerror(errno));
-    if (fchmod(fd, mode) != 0)
-        goto out_unlink;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            goto out_unlink;
-        p += w;
-        n -= (size_t)w;
-    }
-    if (fsync(fd) != 0)
-        goto out_unlink;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto out_unlink;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0)
-        goto out_unlink;
-    return IOMT_OK;
-out_unlink:
-    rc = iomt_err_set(err, IOMT_E_IO, "%s: %s", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    return rc;
-}
-
 static int bio_to_file(BIO *bio, const char *path, mode_t mode,
                        struct iomt_err *err)
 {
@@ -259,7 +217,7 @@ static int bio_to_file(BIO *bio, const char *path, mode_t mode,
 
     if (len <= 0 || data == NULL)
         return iomt_err_set(err, IOMT_E_CRYPTO, "PEM encoding failed");
-    return write_atomic(path, data, (size_t)len, mode, err);
+    return iomt_file_write_atomic(path, data, (size_t)len, mode, err);
 }
 
 static int save_public(const struct iomt_key *key, const char *path,
