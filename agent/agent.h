@@ -19,6 +19,7 @@
 
 #define AGENT_URL_MAX    512
 #define AGENT_REASON_MAX 256
+#define AGENT_TOKEN_MAX  128
 
 /* ---- client.c: HTTPS with libcurl (OpenSSL), TLS 1.3 only ---- */
 
@@ -85,8 +86,23 @@ struct cycle_outcome {
 };
 
 const char *cycle_result_name(enum cycle_result r);
+/* 1 for 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
+int device_id_ok(const char *id);
+/* 1 for 1..AGENT_TOKEN_MAX printable ASCII bytes without spaces. */
+int agent_token_ok(const char *token);
+/* 0 for an https:// URL with a host; else -1 and a reason naming --hub. */
+int agent_check_hub(const char *url, char *reason, size_t cap);
+/* What the state directory lacks to be enrolled ("no device.crt"), or
+ * NULL when its identity files are all there. */
+const char *device_missing(const char *state_dir);
 /* 1 when the state directory holds a certificate and provisioned slots. */
 int device_is_enrolled(const char *state_dir);
+/*
+ * Enrols into a state directory that must not exist yet (or be empty);
+ * nothing is left behind on failure. Returns 0, AGENT_EXIT_USAGE (bad
+ * option, reason names it) or AGENT_EXIT_INTERNAL (factory image refused,
+ * hub unreachable, token refused).
+ */
 int device_enrol(const struct device_opts *o, const struct enrol_opts *e,
                  char *reason, size_t reason_cap);
 /* Boot, check in, and install what the hub offers (if anything). */

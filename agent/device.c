@@ -4,6 +4,7 @@
  * anchor only, never the hub's CA, so a compromised hub cannot push an
  * image; the slots are written only after every check has passed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -120,12 +121,16 @@ static int write_file_atomic(const char *path, const void *p, size_t n,
     return rc;
 }
 
-static int valid_id(const char *id)
+int device_id_ok(const char *id)
 {
-    size_t n = strlen(id);
+    size_t n;
 
-    /* IDs name directories: no "..", no hidden names. */
-    if (n == 0 || n > IOMT_NAME_MAX || id[0] == '.')
+    if (id == NULL)
+        return 0;
+    n = strlen(id);
+    /* IDs name directories and appear in log lines: no "..", no hidden
+     * names, nothing an option parser or a shell would read as a flag. */
+    if (n == 0 || n > IOMT_NAME_MAX || id[0] == '.' || id[0] == '-')
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
@@ -153,7 +158,7 @@ static int read_device_id(const char *dir, char *id, size_t cap)
     nl = strchr((char *)buf + 10, '\n');
     if (nl != NULL)
         *nl = '\0';
-    if (!valid_id((char *)buf + 10) || strlen((char *)buf + 10) >= cap) {
+    if (!device_id_ok((char *)buf + 10) || strlen((char *)buf + 10) >= cap) {
         free(buf);
         return -1;
     }
@@ -162,20 +167,268 @@ static int read_device_id(const char *dir, char *id, size_t cap)
     return 0;
 }
 
-int device_is_enrolled(const char *state_dir)
+/*
+ * What a state directory lacks to be an enrolled device, or NULL when it
+ * has every file of one (the slot state is left to the boot verifier).
+ */
+const char *device_missing(const char *state_dir)
 {
+    static const struct {
+        const char *file, *why;
+    } need[] = {
+        {"device.key", "no device.key"},
+        {"device.crt", "no device.crt"},
+    };
     char path[PATH_MAX];
     char id[IOMT_NAME_MAX + 1];
+    struct stat sb;
+
+    if (stat(state_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return "no such directory";
+    if (read_device_id(state_dir, id, sizeof(id)) != 0)
+        return "no device.conf";
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+        if (join_path(path, sizeof(path), state_dir, need[i].file) != 0 ||
+            access(path, R_OK) != 0)
+            return need[i].why;
+    return NULL;
+}
+
+int device_is_enrolled(const char *state_dir)
+{
     struct iomt_slots *s = NULL;
 
-    if (join_path(path, sizeof(path), state_dir, "device.crt") != 0 ||
-        access(path, R_OK) != 0 ||
-        read_device_id(state_dir, id, sizeof(id)) != 0)
-        return 0;
-    if (iomt_slots_open(state_dir, &s, NULL) != IOMT_OK)
+    if (device_missing(state_dir) != NULL ||
+        iomt_slots_open(state_dir, &s, NULL) != IOMT_OK)
         return 0;
     iomt_slots_close(s);
     return 1;
+}
+
+int agent_check_hub(const char *url, char *reason, size_t cap)
+{
+    size_t n;
+
+    if (url == NULL || url[0] == '\0') {
+        snprintf(reason, cap, "--hub: an https:// URL is required");
+        return -1;
+    }
+    if (strncmp(url, "http://", 7) == 0) {
+        snprintf(reason, cap, "--hub: plain http is refused, use https://");
+        return -1;
+    }
+    n = strlen(url);
+    if (strncmp(url, "https://", 8) != 0 || n == 8 || url[8] == '/' ||
+        n >= AGENT_URL_MAX) {
+        snprintf(reason, cap, "--hub: want https://HOST[:PORT]");
+        return -1;
+    }
+    /* Spaces and control bytes would end up in request lines and logs. */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f) {
+            snprintf(reason, cap,
+                     "--hub: the URL holds a space or a "
+                     "control or non-ASCII byte");
+            return -1;
+        }
+    return 0;
+}
+
+int agent_token_ok(const char *token)
+{
+    size_t n = token ? strlen(token) : 0;
+
+    if (n == 0 || n > AGENT_TOKEN_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)token[i] <= 0x20 || (unsigned char)token[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Vendor and class names: stored in the slot record and shown by status. */
+static int label_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0 || n > IOMT_SLOT_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Every check that needs neither the hub nor a byte written. */
+static int enrol_check(const struct device_opts *o, const struct enrol_opts *e,
+                       char *reason, size_t cap)
+{
+    if (!device_id_ok(e->device_id))
+        snprintf(reason, cap,
+                 "--device-id: want 1..%d characters from [A-Za-z0-9._-], "
+                 "not starting with '.' or '-'",
+                 IOMT_NAME_MAX);
+    else if (e->token == NULL)
+        snprintf(reason, cap,
+                 "--token: an enrolment token is required "
+                 "(--token or --token-file)");
+    else if (!agent_token_ok(e->token))
+        snprintf(reason, cap,
+                 "--token: want 1..%d printable ASCII characters "
+                 "without spaces",
+                 AGENT_TOKEN_MAX);
+    else if (!label_ok(e->vendor))
+        snprintf(reason, cap,
+                 "--vendor: want 1..%d characters, no control bytes",
+                 IOMT_SLOT_NAME_MAX);
+    else if (!label_ok(e->class_name))
+        snprintf(reason, cap,
+                 "--class: want 1..%d characters, no control bytes",
+                 IOMT_SLOT_NAME_MAX);
+    else if (agent_check_hub(o->hub_url, reason, cap) != 0)
+        ;
+    else if (o->ca_path == NULL || access(o->ca_path, R_OK) != 0)
+        snprintf(reason, cap, "--ca: cannot read %s",
+                 o->ca_path ? o->ca_path : "(none)");
+    else if (e->factory_image == NULL || access(e->factory_image, R_OK) != 0)
+        snprintf(reason, cap, "--factory-image: cannot read %s",
+                 e->factory_image ? e->factory_image : "(none)");
+    else if (e->factory_envelope == NULL ||
+             access(e->factory_envelope, R_OK) != 0)
+        snprintf(reason, cap, "--factory-envelope: cannot read %s",
+                 e->factory_envelope ? e->factory_envelope : "(none)");
+    else if (o->trust_anchor == NULL)
+        snprintf(reason, cap, "--trust-anchor: none given");
+    else
+        return 0;
+    return AGENT_EXIT_USAGE;
+}
+
+/* Splits "a/b/c/" into "a/b" and "c"; the last part must be a name. */
+static int split_state(const char *state, char *parent, size_t pcap, char *base,
+                       size_t bcap)
+{
+    size_t n = strlen(state);
+    char *slash;
+    char *name;
+
+    while (n > 1 && state[n - 1] == '/')
+        n--;
+    if (n == 0 || n >= pcap)
+        return -1;
+    memcpy(parent, state, n);
+    parent[n] = '\0';
+    slash = strrchr(parent, '/');
+    name = slash ? slash + 1 : parent;
+    if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+        strlen(name) >= bcap)
+        return -1;
+    memcpy(base, name, strlen(name) + 1);
+    if (slash == NULL)
+        snprintf(parent, pcap, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    return 0;
+}
+
+static int dir_is_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int empty = 1;
+
+    if (d == NULL)
+        return 0;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            empty = 0;
+            break;
+        }
+    closedir(d);
+    return empty;
+}
+
+/*
+ * The target must be absent or an empty directory: enrolling over a
+ * device would pair its key and certificate with another device's name.
+ */
+static int check_state_target(const char *state, char *parent, size_t pcap,
+                              char *base, size_t bcap, char *reason, size_t cap)
+{
+    char id[IOMT_NAME_MAX + 1];
+    char path[PATH_MAX];
+    struct stat sb;
+
+    if (state == NULL || split_state(state, parent, pcap, base, bcap) != 0) {
+        snprintf(reason, cap, "--state: not a usable directory name");
+        return AGENT_EXIT_USAGE;
+    }
+    if (stat(parent, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(reason, cap, "--state: parent directory %s does not exist",
+                 parent);
+        return AGENT_EXIT_USAGE;
+    }
+    if (lstat(state, &sb) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(reason, cap, "--state: %s: %s", state, strerror(errno));
+        return AGENT_EXIT_USAGE;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(reason, cap, "--state: %s exists and is not a directory",
+                 state);
+        return AGENT_EXIT_USAGE;
+    }
+    if (read_device_id(state, id, sizeof(id)) == 0) {
+        snprintf(reason, cap,
+                 "--state: %s is already enrolled as %s; enrol into a new "
+                 "directory",
+                 state, id);
+        return AGENT_EXIT_USAGE;
+    }
+    if (join_path(path, sizeof(path), state, "device.crt") == 0 &&
+        access(path, F_OK) == 0) {
+        snprintf(reason, cap, "--state: %s already holds a device certificate",
+                 state);
+        return AGENT_EXIT_USAGE;
+    }
+    if (!dir_is_empty(state)) {
+        snprintf(reason, cap,
+                 "--state: %s is not empty; enrol into a new or empty "
+                 "directory",
+                 state);
+        return AGENT_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Removes a half-built state directory that this enrolment created. */
+static void remove_partial(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (d != NULL) {
+        while ((de = readdir(d)) != NULL)
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                unlinkat(dirfd(d), de->d_name, 0);
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc;
+
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
 }
 
 /* The EST body is the CSR's DER in base64: the PEM body without armour. */
@@ -202,71 +455,40 @@ static char *pem_to_b64(const char *pem, size_t n)
     return out;
 }
 
-static int provision_slots(const struct device_opts *o,
+static int provision_slots(const char *dir, const struct device_opts *o,
                            const struct enrol_opts *e, char *reason, size_t cap)
 {
-    struct iomt_slots *s = NULL;
     struct iomt_err err = {0};
     uint8_t *env = NULL;
     size_t env_len = 0;
     long norm;
     int rc;
 
-    if (iomt_slots_open(o->state_dir, &s, NULL) == IOMT_OK) {
-        iomt_slots_close(s);
-        return 0;
-    }
-    if (e->factory_image == NULL || e->factory_envelope == NULL ||
-        e->vendor == NULL || e->class_name == NULL) {
-        snprintf(reason, cap,
-                 "factory: image, envelope, vendor and class "
-                 "are needed to provision");
-        return -1;
-    }
     if (read_file(e->factory_envelope, IOMT_SUIT_ENVELOPE_MAX * 2, &env,
                   &env_len) != 0) {
-        snprintf(reason, cap, "factory: cannot read %s", e->factory_envelope);
-        return -1;
+        snprintf(reason, cap, "--factory-envelope: cannot read %s",
+                 e->factory_envelope);
+        return AGENT_EXIT_USAGE;
     }
     norm = iomt_suit_normalise(env, env_len);
     if (norm < 0) {
         free(env);
-        snprintf(reason, cap, "factory: envelope is neither CBOR nor hex");
-        return -1;
+        snprintf(reason, cap, "--factory-envelope: neither CBOR nor hex");
+        return AGENT_EXIT_USAGE;
     }
-    rc = iomt_slots_create(o->state_dir, e->vendor, e->class_name,
-                           e->factory_image, env, (size_t)norm, o->trust_anchor,
-                           &err);
+    rc = iomt_slots_create(dir, e->vendor, e->class_name, e->factory_image, env,
+                           (size_t)norm, o->trust_anchor, &err);
     free(env);
     if (rc != IOMT_OK) {
         snprintf(reason, cap, "factory: %s", err.msg);
-        return -1;
+        return AGENT_EXIT_INTERNAL;
     }
     return 0;
 }
 
-static int load_or_make_key(const char *key_path, struct iomt_key **key,
-                            char *reason, size_t cap)
-{
-    struct iomt_err err = {0};
-
-    if (access(key_path, R_OK) == 0) {
-        if (iomt_key_load(key_path, key, &err) == IOMT_OK)
-            return 0;
-        snprintf(reason, cap, "device-key: %s", err.msg);
-        return -1;
-    }
-    /* The device's own key: made here, never leaves the device. */
-    if (iomt_key_generate(IOMT_ALG_ES256, key, &err) != IOMT_OK ||
-        iomt_key_save(*key, key_path, NULL, &err) != IOMT_OK) {
-        snprintf(reason, cap, "device-key: %s", err.msg);
-        return -1;
-    }
-    return 0;
-}
-
-static int est_enrol(const struct device_opts *o, const struct enrol_opts *e,
-                     const struct iomt_key *key, char *reason, size_t cap)
+static int est_enrol(const struct device_opts *o, const char *dir,
+                     const struct enrol_opts *e, const struct iomt_key *key,
+                     char *serial, size_t serial_cap, char *reason, size_t cap)
 {
     struct iomt_err err = {0};
     struct iomt_identity id;
@@ -316,13 +538,12 @@ static int est_enrol(const struct device_opts *o, const struct enrol_opts *e,
         snprintf(reason, cap, "enrol: certificate names the wrong device");
         goto out_free;
     }
-    if (join_path(path, sizeof(path), o->state_dir, "device.crt") != 0 ||
+    if (join_path(path, sizeof(path), dir, "device.crt") != 0 ||
         write_file_atomic(path, cert_pem, cert_len, 0644) != 0) {
         snprintf(reason, cap, "enrol: cannot store the certificate");
         goto out_free;
     }
-    agent_log(o->quiet, e->device_id, "event=enrolled serial=%s",
-              id.serial_hex);
+    snprintf(serial, serial_cap, "%s", id.serial_hex);
     rc = 0;
 out_free:
     http_close(h);
@@ -333,45 +554,76 @@ out_free:
     return rc;
 }
 
+/*
+ * Builds the whole state directory under a hidden temporary name beside
+ * the target and renames it into place only once the certificate is
+ * stored, so a failed enrolment (refused token, hub down) leaves nothing
+ * that could later pass for a device.
+ */
 int device_enrol(const struct device_opts *o, const struct enrol_opts *e,
                  char *reason, size_t cap)
 {
-    char key_path[PATH_MAX], path[PATH_MAX];
+    char parent[PATH_MAX], base[NAME_MAX + 1], tmp[PATH_MAX];
+    char path[PATH_MAX];
     char conf[IOMT_NAME_MAX + 16];
+    char serial[128] = "";
+    struct iomt_err err = {0};
     struct iomt_key *key = NULL;
     int n;
-    int rc = -1;
+    int rc;
 
     reason[0] = '\0';
-    if (e->device_id == NULL || !valid_id(e->device_id)) {
-        snprintf(reason, cap, "device-id: missing or not [A-Za-z0-9._-]");
-        return -1;
+    rc = enrol_check(o, e, reason, cap);
+    if (rc == 0)
+        rc = check_state_target(o->state_dir, parent, sizeof(parent), base,
+                                sizeof(base), reason, cap);
+    if (rc != 0)
+        return rc;
+    n = snprintf(tmp, sizeof(tmp), "%s/.%s.enrol-XXXXXX", parent, base);
+    if (n < 0 || (size_t)n >= sizeof(tmp)) {
+        snprintf(reason, cap, "--state: path too long");
+        return AGENT_EXIT_USAGE;
     }
-    if (mkdir(o->state_dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(reason, cap, "state: mkdir %s: %s", o->state_dir,
-                 strerror(errno));
-        return -1;
+    if (mkdtemp(tmp) == NULL) {
+        snprintf(reason, cap, "state: cannot create a directory in %s: %s",
+                 parent, strerror(errno));
+        return AGENT_EXIT_INTERNAL;
     }
-    if (provision_slots(o, e, reason, cap) != 0)
-        return -1;
+
+    rc = provision_slots(tmp, o, e, reason, cap);
+    if (rc != 0)
+        goto out_remove;
+    rc = AGENT_EXIT_INTERNAL;
     n = snprintf(conf, sizeof(conf), "device_id=%s\n", e->device_id);
-    if (join_path(path, sizeof(path), o->state_dir, "device.conf") != 0 ||
+    if (join_path(path, sizeof(path), tmp, "device.conf") != 0 ||
         write_file_atomic(path, conf, (size_t)n, 0600) != 0) {
         snprintf(reason, cap, "state: cannot write device.conf");
-        return -1;
+        goto out_remove;
     }
-    if (device_is_enrolled(o->state_dir))
-        return 0;
-    if (e->token == NULL) {
-        snprintf(reason, cap, "token: an enrolment token is needed");
-        return -1;
+    /* The device's own key: made here, never leaves the device. */
+    if (join_path(path, sizeof(path), tmp, "device.key") != 0 ||
+        iomt_key_generate(IOMT_ALG_ES256, &key, &err) != IOMT_OK ||
+        iomt_key_save(key, path, NULL, &err) != IOMT_OK) {
+        snprintf(reason, cap, "device-key: %s", err.msg);
+        goto out_remove;
     }
-    if (join_path(key_path, sizeof(key_path), o->state_dir, "device.key") != 0)
-        return -1;
-    if (load_or_make_key(key_path, &key, reason, cap) != 0)
-        goto out_free;
-    rc = est_enrol(o, e, key, reason, cap);
-out_free:
+    if (est_enrol(o, tmp, e, key, serial, sizeof(serial), reason, cap) != 0)
+        goto out_remove;
+    if (fsync_dir(tmp) != 0 || rename(tmp, o->state_dir) != 0) {
+        snprintf(reason, cap, "state: cannot move the new state into %s: %s",
+                 o->state_dir, strerror(errno));
+        goto out_remove;
+    }
+    rc = 0;
+    /* The certificate is issued and the token spent: the directory stays
+     * even if the rename cannot be made durable, but the operator hears. */
+    if (fsync_dir(parent) != 0)
+        agent_log(0, e->device_id, "event=warning reason=\"fsync %s failed\"",
+                  parent);
+    agent_log(o->quiet, e->device_id, "event=enrolled serial=%s", serial);
+out_remove:
+    if (rc != 0)
+        remove_partial(tmp);
     iomt_key_free(key);
     return rc;
 }
@@ -492,7 +744,7 @@ static int take_release_id(struct cycle *c, json_t *id)
     if (json_is_integer(id)) {
         snprintf(c->release_path, sizeof(c->release_path), "%lld",
                  (long long)json_integer_value(id));
-    } else if (json_is_string(id) && valid_id(json_string_value(id)) &&
+    } else if (json_is_string(id) && device_id_ok(json_string_value(id)) &&
                strlen(json_string_value(id)) <= RELEASE_ID_MAX) {
         snprintf(c->release_path, sizeof(c->release_path), "%s",
                  json_string_value(id));
@@ -691,6 +943,7 @@ void device_cycle(const struct device_opts *o, struct cycle_outcome *out)
     struct iomt_err err = {0};
     char cert[PATH_MAX], key[PATH_MAX];
     json_t *answer = NULL, *rel;
+    const char *missing;
     int booted;
     long status;
 
@@ -699,14 +952,18 @@ void device_cycle(const struct device_opts *o, struct cycle_outcome *out)
     c.o = o;
     c.out = out;
     out->result = CYCLE_ERROR;
-    if (read_device_id(o->state_dir, c.id, sizeof(c.id)) != 0) {
-        set_reason(&c, "state: not enrolled (no device.conf)");
+    missing = device_missing(o->state_dir);
+    if (missing != NULL ||
+        read_device_id(o->state_dir, c.id, sizeof(c.id)) != 0) {
+        set_reason(&c, "state: not enrolled (%s)",
+                   missing ? missing : "bad device.conf");
         return;
     }
     /* Power-on: the boot verifier picks and re-verifies a slot. */
     if (iomt_slots_open(o->state_dir, &c.slots, &err) != IOMT_OK ||
         iomt_slots_boot(c.slots, o->trust_anchor, &booted, &err) != IOMT_OK) {
-        set_reason(&c, "boot: %s", err.msg);
+        set_reason(&c, "boot: %s",
+                   strncmp(err.msg, "boot: ", 6) == 0 ? err.msg + 6 : err.msg);
         goto out_free;
     }
     /* A trial left running by a reset after its boot is confirmed now. */
@@ -759,7 +1016,13 @@ int device_status(const char *state_dir, int json)
     struct iomt_err err = {0};
     const struct iomt_slot_state *st;
     char id[IOMT_NAME_MAX + 1] = "-";
+    const char *missing = device_missing(state_dir);
 
+    if (missing != NULL) {
+        fprintf(stderr, "iomt-agent: --state: %s is not enrolled (%s)\n",
+                state_dir, missing);
+        return AGENT_EXIT_USAGE;
+    }
     if (iomt_slots_open(state_dir, &s, &err) != IOMT_OK) {
         fprintf(stderr, "iomt-agent: %s\n", err.msg);
         return AGENT_EXIT_USAGE;

@@ -1,11 +1,14 @@
 /*
  * iomt-agent: argument parsing and dispatch. Exit codes: 0 done (installed
- * or nothing to do), 1 release rejected, 2 bad usage or unreadable input,
- * 3 internal, enrolment or network failure.
+ * or nothing to do), 1 release rejected, 2 bad usage, unreadable input or
+ * a state directory that is not (or already) enrolled, 3 internal,
+ * enrolment or network failure.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -15,12 +18,12 @@ struct args {
     const char *state, *hub, *ca, *anchor, *device_id, *token, *token_file;
     const char *vendor, *class_name, *image, *envelope;
     const char *fleet, *dir, *results, *count, *concurrency, *cycles;
-    int quiet, json;
+    int quiet, json, help;
 };
 
-static void usage(void)
+static void usage(FILE *out)
 {
-    fprintf(stderr,
+    fprintf(out,
             "usage:\n"
             "  iomt-agent enrol --state DIR --hub URL --ca CA.pem\n"
             "      --trust-anchor PUB.pem --device-id ID\n"
@@ -34,8 +37,16 @@ static void usage(void)
             "      [--concurrency K] [--cycles C] [--results FILE] "
             "[--quiet]\n"
             "  iomt-agent --simulate N ...   (same as simulate --count N)\n"
+            "  iomt-agent --help\n"
             "FLEET.tsv: device_id vendor class token factory_image "
-            "factory_envelope\n");
+            "factory_envelope\n"
+            "Device IDs: 1..64 of [A-Za-z0-9._-], not starting with '.' "
+            "or '-'.\n"
+            "enrol needs a new (or empty) --state directory and leaves "
+            "nothing behind\nwhen it fails.\n"
+            "Exit: 0 done, 1 release rejected, 2 bad usage, unreadable "
+            "input or a\nstate directory that is not (or already) "
+            "enrolled, 3 enrolment, network\nor internal failure.\n");
 }
 
 static int parse_args(int argc, char **argv, struct args *a)
@@ -75,6 +86,10 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->json = 1;
             continue;
         }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            a->help = 1;
+            continue;
+        }
         for (k = 0; k < sizeof(opts) / sizeof(opts[0]); k++)
             if (strcmp(argv[i], opts[k].name) == 0)
                 break;
@@ -92,8 +107,28 @@ static int need(const char *value, const char *name)
 {
     if (value != NULL && value[0] != '\0')
         return 0;
-    fprintf(stderr, "iomt-agent: %s is required\n", name);
+    fprintf(stderr, "iomt-agent: %s %s\n", name,
+            value == NULL ? "is required" : "must not be empty");
     return -1;
+}
+
+/* The hub URL and the fleet CA, checked before any work is done. */
+static int need_hub(const struct args *a)
+{
+    char reason[AGENT_REASON_MAX];
+
+    if (need(a->hub, "--hub") || need(a->ca, "--ca"))
+        return -1;
+    if (agent_check_hub(a->hub, reason, sizeof(reason)) != 0) {
+        fprintf(stderr, "iomt-agent: %s\n", reason);
+        return -1;
+    }
+    if (access(a->ca, R_OK) != 0) {
+        fprintf(stderr, "iomt-agent: --ca: cannot read %s: %s\n", a->ca,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 static int parse_uint(const char *text, unsigned lo, unsigned hi, unsigned *out,
@@ -124,20 +159,35 @@ static int load_anchor(const char *path, struct iomt_key **key)
     return 0;
 }
 
-/* Reads the token from a file so it never shows in the process list. */
+/*
+ * Reads the token (the first line) from a file so it never shows in the
+ * process list. Prints why on failure.
+ */
 static char *read_token(const char *path)
 {
-    char buf[256];
+    char buf[AGENT_TOKEN_MAX + 64];
     FILE *f = fopen(path, "r");
     char *tok = NULL;
+    size_t n;
 
-    if (f == NULL)
+    if (f == NULL) {
+        fprintf(stderr, "iomt-agent: --token-file: cannot read %s: %s\n", path,
+                strerror(errno));
         return NULL;
-    if (fgets(buf, sizeof(buf), f) != NULL) {
-        buf[strcspn(buf, "\r\n")] = '\0';
-        tok = strdup(buf);
     }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0')
+        fprintf(stderr, "iomt-agent: --token-file: %s is empty\n", path);
+    else if (!agent_token_ok(buf))
+        fprintf(stderr,
+                "iomt-agent: --token-file: the token in %s is not 1..%d "
+                "printable ASCII characters without spaces\n",
+                path, AGENT_TOKEN_MAX);
+    else if ((tok = strdup(buf)) == NULL)
+        fprintf(stderr, "iomt-agent: out of memory\n");
     iomt_wipe(buf, sizeof(buf));
     return tok;
 }
@@ -151,14 +201,19 @@ static int cmd_enrol(const struct args *a)
     char *token = NULL;
     int rc;
 
-    if (need(a->state, "--state") || need(a->hub, "--hub") ||
-        need(a->ca, "--ca") || need(a->anchor, "--trust-anchor") ||
-        need(a->device_id, "--device-id"))
+    if (need(a->state, "--state") || need(a->anchor, "--trust-anchor") ||
+        need(a->device_id, "--device-id") || need(a->vendor, "--vendor") ||
+        need(a->class_name, "--class") || need(a->image, "--factory-image") ||
+        need(a->envelope, "--factory-envelope") || need_hub(a))
         return AGENT_EXIT_USAGE;
-    if (a->token_file != NULL && (token = read_token(a->token_file)) == NULL) {
-        fprintf(stderr, "iomt-agent: cannot read %s\n", a->token_file);
+    if (a->token != NULL && a->token_file != NULL) {
+        fprintf(stderr, "iomt-agent: --token and --token-file: give one\n");
         return AGENT_EXIT_USAGE;
     }
+    if (a->token_file == NULL && need(a->token, "--token"))
+        return AGENT_EXIT_USAGE;
+    if (a->token_file != NULL && (token = read_token(a->token_file)) == NULL)
+        return AGENT_EXIT_USAGE;
     if (load_anchor(a->anchor, &anchor) != 0) {
         free(token);
         return AGENT_EXIT_USAGE;
@@ -182,9 +237,10 @@ static int cmd_enrol(const struct args *a)
     iomt_key_free(anchor);
     if (rc != 0) {
         fprintf(stderr, "iomt-agent: %s\n", reason);
-        return AGENT_EXIT_INTERNAL;
+        return rc;
     }
-    printf("enrolled %s\n", a->device_id);
+    if (!a->quiet)
+        printf("enrolled %s\n", a->device_id);
     return AGENT_EXIT_OK;
 }
 
@@ -193,10 +249,17 @@ static int cmd_run(const struct args *a)
     struct device_opts o = {0};
     struct cycle_outcome out;
     struct iomt_key *anchor = NULL;
+    const char *missing;
 
-    if (need(a->state, "--state") || need(a->hub, "--hub") ||
-        need(a->ca, "--ca") || need(a->anchor, "--trust-anchor"))
+    if (need(a->state, "--state") || need(a->anchor, "--trust-anchor") ||
+        need_hub(a))
         return AGENT_EXIT_USAGE;
+    missing = device_missing(a->state);
+    if (missing != NULL) {
+        fprintf(stderr, "iomt-agent: --state: %s is not enrolled (%s)\n",
+                a->state, missing);
+        return AGENT_EXIT_USAGE;
+    }
     if (load_anchor(a->anchor, &anchor) != 0)
         return AGENT_EXIT_USAGE;
     o.state_dir = a->state;
@@ -206,11 +269,14 @@ static int cmd_run(const struct args *a)
     o.quiet = a->quiet;
     device_cycle(&o, &out);
     iomt_key_free(anchor);
-    printf("result=%s old_version=%s old_seq=%llu new_version=%s "
-           "new_seq=%llu reason=\"%s\"\n",
-           cycle_result_name(out.result), out.old_version,
-           (unsigned long long)out.old_seq, out.new_version,
-           (unsigned long long)out.new_seq, out.reason);
+    /* Quiet means silent on success; a refusal or failure is still told. */
+    if (!a->quiet ||
+        (out.result != CYCLE_INSTALLED && out.result != CYCLE_NO_UPDATE))
+        printf("result=%s old_version=%s old_seq=%llu new_version=%s "
+               "new_seq=%llu reason=\"%s\"\n",
+               cycle_result_name(out.result), out.old_version,
+               (unsigned long long)out.old_seq, out.new_version,
+               (unsigned long long)out.new_seq, out.reason);
     switch (out.result) {
     case CYCLE_INSTALLED:
     case CYCLE_NO_UPDATE:
@@ -226,9 +292,8 @@ static int cmd_simulate(const struct args *a)
 {
     struct sim_opts o = {0};
 
-    if (need(a->fleet, "--fleet") || need(a->hub, "--hub") ||
-        need(a->ca, "--ca") || need(a->anchor, "--trust-anchor") ||
-        need(a->dir, "--dir"))
+    if (need(a->fleet, "--fleet") || need(a->anchor, "--trust-anchor") ||
+        need(a->dir, "--dir") || need_hub(a))
         return AGENT_EXIT_USAGE;
     o.concurrency = 8;
     o.cycles = 1;
@@ -254,10 +319,15 @@ int main(int argc, char **argv)
 
     memset(&a, 0, sizeof(a));
     if (argc < 2) {
-        usage();
+        usage(stderr);
         return AGENT_EXIT_USAGE;
     }
     cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+        strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return AGENT_EXIT_OK;
+    }
     /* "--simulate N ..." is the simulate command with a device count. */
     if (strcmp(cmd, "--simulate") == 0) {
         cmd = "simulate";
@@ -266,8 +336,12 @@ int main(int argc, char **argv)
         rc = parse_args(argc - 2, argv + 2, &a);
     }
     if (rc != 0) {
-        usage();
+        usage(stderr);
         return AGENT_EXIT_USAGE;
+    }
+    if (a.help) {
+        usage(stdout);
+        return AGENT_EXIT_OK;
     }
     /* Once, before any thread exists: libcurl's global set-up. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -282,7 +356,8 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "simulate") == 0)
         rc = cmd_simulate(&a);
     else {
-        usage();
+        fprintf(stderr, "iomt-agent: unknown command %s\n", cmd);
+        usage(stderr);
         rc = AGENT_EXIT_USAGE;
     }
     curl_global_cleanup();

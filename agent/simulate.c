@@ -93,10 +93,12 @@ static void run_device(struct fleet *f, struct fleet_dev *d)
 
     memset(&d->outcome, 0, sizeof(d->outcome));
     d->outcome.result = CYCLE_ERROR;
-    if (n < 0 || (size_t)n >= sizeof(dir) || strchr(d->col[0], '/') ||
-        d->col[0][0] == '.' || d->col[0][0] == '\0') {
+    /* IDs become directory names under --dir: ".." must not escape it. */
+    if (n < 0 || (size_t)n >= sizeof(dir) || !device_id_ok(d->col[0])) {
         snprintf(d->outcome.reason, sizeof(d->outcome.reason),
-                 "device-id: unusable as a directory name");
+                 "device-id: want 1..%d of [A-Za-z0-9._-], not starting "
+                 "with '.' or '-'",
+                 IOMT_NAME_MAX);
         return;
     }
     memset(&dopts, 0, sizeof(dopts));
@@ -105,7 +107,9 @@ static void run_device(struct fleet *f, struct fleet_dev *d)
     dopts.ca_path = o->ca_path;
     dopts.trust_anchor = f->anchor;
     dopts.quiet = o->quiet;
-    if (!device_is_enrolled(dir)) {
+    /* A directory with an identity is never enrolled over; a broken slot
+     * state in it is the boot verifier's to report. */
+    if (device_missing(dir) != NULL) {
         e.device_id = d->col[0];
         e.vendor = d->col[1];
         e.class_name = d->col[2];
@@ -162,14 +166,9 @@ static void tsv_field(FILE *out, const char *s, int last)
     fputc(last ? '\n' : '\t', out);
 }
 
-static int write_results(const struct fleet *f, const char *path)
+/* The header line names the columns; one line per device follows. */
+static int write_results(const struct fleet *f, FILE *out)
 {
-    FILE *out = path ? fopen(path, "w") : stdout;
-
-    if (out == NULL) {
-        fprintf(stderr, "iomt-agent: cannot write %s\n", path);
-        return -1;
-    }
     fprintf(out, "device_id\tvendor\tclass\told_version\told_seq\t"
                  "new_version\tnew_seq\tresult\treason\n");
     for (size_t i = 0; i < f->count; i++) {
@@ -186,11 +185,7 @@ static int write_results(const struct fleet *f, const char *path)
         tsv_field(out, cycle_result_name(r->result), 0);
         tsv_field(out, r->reason, 1);
     }
-    if (path != NULL && fclose(out) != 0)
-        return -1;
-    if (path == NULL)
-        fflush(out);
-    return 0;
+    return fflush(out) == 0 && !ferror(out) ? 0 : -1;
 }
 
 int simulate_fleet(const struct sim_opts *o)
@@ -204,7 +199,7 @@ int simulate_fleet(const struct sim_opts *o)
     size_t counts[4] = {0};
     struct stat sb;
     size_t text_len = 0;
-    FILE *in;
+    FILE *in, *results = stdout;
     int rc = AGENT_EXIT_INTERNAL;
 
     memset(&f, 0, sizeof(f));
@@ -241,7 +236,18 @@ int simulate_fleet(const struct sim_opts *o)
         goto out_free;
     }
     if (mkdir(o->dir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "iomt-agent: mkdir %s: %s\n", o->dir, strerror(errno));
+        fprintf(stderr, "iomt-agent: --dir: mkdir %s: %s\n", o->dir,
+                strerror(errno));
+        rc = AGENT_EXIT_USAGE;
+        goto out_free;
+    }
+    /* Opened before any device runs: an unwritable path is bad usage and
+     * must not cost the fleet's one-time tokens first. */
+    if (o->results_path != NULL &&
+        (results = fopen(o->results_path, "w")) == NULL) {
+        fprintf(stderr, "iomt-agent: --results: cannot write %s: %s\n",
+                o->results_path, strerror(errno));
+        rc = AGENT_EXIT_USAGE;
         goto out_free;
     }
 
@@ -261,8 +267,10 @@ int simulate_fleet(const struct sim_opts *o)
 
     for (size_t i = 0; i < f.count; i++)
         counts[f.dev[i].outcome.result]++;
-    if (write_results(&f, o->results_path) != 0)
+    if (write_results(&f, results) != 0) {
+        fprintf(stderr, "iomt-agent: --results: write failed\n");
         goto out_free;
+    }
     fprintf(stderr,
             "iomt-agent: devices=%zu installed=%zu rejected=%zu "
             "no-update=%zu error=%zu\n",
@@ -270,6 +278,11 @@ int simulate_fleet(const struct sim_opts *o)
             counts[CYCLE_NO_UPDATE], counts[CYCLE_ERROR]);
     rc = counts[CYCLE_ERROR] ? AGENT_EXIT_INTERNAL : AGENT_EXIT_OK;
 out_free:
+    if (results != stdout && results != NULL && fclose(results) != 0 &&
+        rc == AGENT_EXIT_OK) {
+        fprintf(stderr, "iomt-agent: --results: write failed\n");
+        rc = AGENT_EXIT_INTERNAL;
+    }
     free(threads);
     free(f.dev);
     if (text != NULL)
