@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "iomt/pki.h"
@@ -55,44 +56,66 @@ static int exit_for(int rc)
     return IOMT_EXIT_INTERNAL;
 }
 
+/* Reports a bad option by name; returns the usage exit status. */
+static int bad_option(const char *cmd, const char *opt, const char *why)
+{
+    fprintf(stderr, "iomt ca %s: %s: %s\n", cmd, opt, why);
+    return IOMT_EXIT_USAGE;
+}
+
+static int is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+/* Matches "--opt VALUE"; 1 and *val set, -1 when the value is missing. */
+static int take(int argc, char **argv, int *i, const char *opt,
+                const char **val)
+{
+    if (strcmp(argv[*i], opt) != 0)
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *val = argv[++*i];
+    return 1;
+}
+
 static int ca_init(int argc, char **argv)
 {
-    const char *dir = NULL, *org = "iomtsec";
+    const char *dir = NULL, *org = "iomtsec", *days_text = NULL;
     char key[PATH_MAX], cert[PATH_MAX];
     struct iomt_err err = {0};
     struct stat st;
-    int days = CA_DAYS_DEFAULT, i, rc;
+    int days = CA_DAYS_DEFAULT, i, rc, t;
 
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
-            dir = argv[++i];
-        else if (strcmp(argv[i], "--org") == 0 && i + 1 < argc)
-            org = argv[++i];
-        else if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
-            if (parse_days(argv[++i], &days) != 0) {
-                fprintf(stderr, "iomt ca init: --days: 1..36500\n");
-                return IOMT_EXIT_USAGE;
-            }
-        } else {
-            ca_usage(stderr);
-            return IOMT_EXIT_USAGE;
+        if (is_help(argv[i])) {
+            ca_usage(stdout);
+            return IOMT_EXIT_OK;
         }
+        if ((t = take(argc, argv, &i, "--dir", &dir)) == 0 &&
+            (t = take(argc, argv, &i, "--org", &org)) == 0 &&
+            (t = take(argc, argv, &i, "--days", &days_text)) == 0)
+            return bad_option("init", argv[i], "unknown option");
+        if (t < 0)
+            return bad_option("init", argv[i], "needs a value");
     }
-    if (dir == NULL) {
-        ca_usage(stderr);
-        return IOMT_EXIT_USAGE;
-    }
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "iomt ca init: %s: %s\n", dir, strerror(errno));
-        return IOMT_EXIT_USAGE;
-    }
-    if (ca_paths(dir, key, cert) != 0) {
-        fprintf(stderr, "iomt ca init: --dir: path too long\n");
-        return IOMT_EXIT_USAGE;
-    }
+    if (dir == NULL)
+        return bad_option("init", "--dir", "required");
+    if (days_text != NULL && parse_days(days_text, &days) != 0)
+        return bad_option("init", "--days", "a number in 1..36500");
+    /* Every check comes before mkdir: a refused init leaves nothing. */
+    if (org[0] == 0 || strlen(org) > IOMT_NAME_MAX)
+        return bad_option("init", "--org", "1..64 characters");
+    if (ca_paths(dir, key, cert) != 0)
+        return bad_option("init", "--dir", "path too long");
     /* Never overwrite a CA: every certificate in the fleet hangs on it. */
     if (stat(key, &st) == 0 || stat(cert, &st) == 0) {
         fprintf(stderr, "iomt ca init: %s already holds a CA\n", dir);
+        return IOMT_EXIT_USAGE;
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "iomt ca init: --dir: %s: %s\n", dir, strerror(errno));
         return IOMT_EXIT_USAGE;
     }
     rc = iomt_pki_ca_init(key, cert, org, days, &err);
@@ -105,31 +128,85 @@ static int ca_init(int argc, char **argv)
 }
 
 struct issue_opts {
-    const char *dir, *name, *role, *prefix;
+    const char *dir, *name, *role, *prefix, *days_text;
     int days;
 };
 
+/* Parses and checks issue's options; returns -1 after naming the bad
+ * one, 1 after printing help, 0 when all is well. */
 static int issue_parse(int argc, char **argv, struct issue_opts *o)
 {
-    int i;
+    int i, t;
 
     o->days = ISSUE_DAYS_DEFAULT;
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
-            o->dir = argv[++i];
-        else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
-            o->name = argv[++i];
-        else if (strcmp(argv[i], "--role") == 0 && i + 1 < argc)
-            o->role = argv[++i];
-        else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
-            o->prefix = argv[++i];
-        else if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
-            if (parse_days(argv[++i], &o->days) != 0)
-                return -1;
-        } else
-            return -1;
+        if (is_help(argv[i])) {
+            ca_usage(stdout);
+            return 1;
+        }
+        if ((t = take(argc, argv, &i, "--dir", &o->dir)) == 0 &&
+            (t = take(argc, argv, &i, "--name", &o->name)) == 0 &&
+            (t = take(argc, argv, &i, "--role", &o->role)) == 0 &&
+            (t = take(argc, argv, &i, "-o", &o->prefix)) == 0 &&
+            (t = take(argc, argv, &i, "--days", &o->days_text)) == 0)
+            return bad_option("issue", argv[i], "unknown option"), -1;
+        if (t < 0)
+            return bad_option("issue", argv[i], "needs a value"), -1;
     }
-    return o->dir && o->name && o->role && o->prefix ? 0 : -1;
+    if (o->dir == NULL || o->name == NULL || o->role == NULL ||
+        o->prefix == NULL)
+        return bad_option("issue",
+                          o->dir == NULL    ? "--dir"
+                          : o->name == NULL ? "--name"
+                          : o->role == NULL ? "--role"
+                                            : "-o",
+                          "required"),
+               -1;
+    if (o->days_text != NULL && parse_days(o->days_text, &o->days) != 0)
+        return bad_option("issue", "--days", "a number in 1..36500"), -1;
+    if (!iomt_pki_name_ok(o->name))
+        return bad_option("issue", "--name",
+                          "1..64 of [A-Za-z0-9._-], not starting with "
+                          "'.' or '-'"),
+               -1;
+    if (!iomt_pki_role_ok(o->role))
+        return bad_option("issue", "--role",
+                          "admin|release|security|clinical|hub|device"),
+               -1;
+    return 0;
+}
+
+/*
+ * Writes the key and the certificate as a pair: both are staged under
+ * ".new" names and renamed into place only once both are written, so a
+ * failure never leaves a key without its certificate (or the reverse).
+ */
+static int save_pair(const struct iomt_key *key, const char *key_path,
+                     const char *cert_path, const char *cert, size_t cert_len,
+                     struct iomt_err *err)
+{
+    char key_tmp[PATH_MAX], cert_tmp[PATH_MAX];
+    int rc;
+
+    if (snprintf(key_tmp, sizeof(key_tmp), "%s.new", key_path) >=
+            (int)sizeof(key_tmp) ||
+        snprintf(cert_tmp, sizeof(cert_tmp), "%s.new", cert_path) >=
+            (int)sizeof(cert_tmp))
+        return iomt_err_set(err, IOMT_E_INPUT, "-o: path too long");
+    rc = iomt_key_save(key, key_tmp, NULL, err);
+    if (rc == IOMT_OK)
+        rc = iomt_pki_save_pem(cert_tmp, cert, cert_len, err);
+    if (rc == IOMT_OK && rename(cert_tmp, cert_path) != 0)
+        rc = iomt_err_set(err, IOMT_E_IO, "%s: %s", cert_path, strerror(errno));
+    if (rc == IOMT_OK && rename(key_tmp, key_path) != 0) {
+        rc = iomt_err_set(err, IOMT_E_IO, "%s: %s", key_path, strerror(errno));
+        unlink(cert_path);
+    }
+    if (rc != IOMT_OK) {
+        unlink(key_tmp);
+        unlink(cert_tmp);
+    }
+    return rc;
 }
 
 static int ca_issue(int argc, char **argv)
@@ -143,25 +220,16 @@ static int ca_issue(int argc, char **argv)
     size_t csr_len = 0, cert_len = 0;
     int rc;
 
-    if (issue_parse(argc, argv, &o) != 0) {
-        ca_usage(stderr);
-        return IOMT_EXIT_USAGE;
-    }
-    if (!iomt_pki_name_ok(o.name) || !iomt_pki_role_ok(o.role)) {
-        fprintf(stderr,
-                "iomt ca issue: --name must be 1..%d of "
-                "[A-Za-z0-9._-], --role a known role\n",
-                IOMT_NAME_MAX);
-        return IOMT_EXIT_USAGE;
-    }
-    if (ca_paths(o.dir, ca_key, ca_cert) != 0 ||
-        snprintf(key_path, sizeof(key_path), "%s.key.pem", o.prefix) >=
+    rc = issue_parse(argc, argv, &o);
+    if (rc != 0)
+        return rc > 0 ? IOMT_EXIT_OK : IOMT_EXIT_USAGE;
+    if (ca_paths(o.dir, ca_key, ca_cert) != 0)
+        return bad_option("issue", "--dir", "path too long");
+    if (snprintf(key_path, sizeof(key_path), "%s.key.pem", o.prefix) >=
             (int)sizeof(key_path) ||
         snprintf(cert_path, sizeof(cert_path), "%s.pem", o.prefix) >=
-            (int)sizeof(cert_path)) {
-        fprintf(stderr, "iomt ca issue: path too long\n");
-        return IOMT_EXIT_USAGE;
-    }
+            (int)sizeof(cert_path))
+        return bad_option("issue", "-o", "path too long");
     rc = iomt_key_generate(IOMT_ALG_ES256, &key, &err);
     if (rc == IOMT_OK)
         rc = iomt_pki_make_csr(key, o.name, o.role, &csr, &csr_len, &err);
@@ -169,9 +237,7 @@ static int ca_issue(int argc, char **argv)
         rc = iomt_pki_issue(ca_key, ca_cert, (const uint8_t *)csr, csr_len,
                             o.name, o.role, o.days, &cert, &cert_len, &err);
     if (rc == IOMT_OK)
-        rc = iomt_key_save(key, key_path, NULL, &err);
-    if (rc == IOMT_OK)
-        rc = iomt_pki_save_pem(cert_path, cert, cert_len, &err);
+        rc = save_pair(key, key_path, cert_path, cert, cert_len, &err);
     if (rc != IOMT_OK) {
         fprintf(stderr, "iomt ca issue: %s\n", err.msg);
         rc = exit_for(rc);
@@ -196,10 +262,11 @@ int cmd_ca(int argc, char **argv)
         return ca_init(argc - 1, argv + 1);
     if (strcmp(argv[1], "issue") == 0)
         return ca_issue(argc - 1, argv + 1);
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (is_help(argv[1])) {
         ca_usage(stdout);
         return IOMT_EXIT_OK;
     }
+    fprintf(stderr, "iomt ca: %s: unknown command\n", argv[1]);
     ca_usage(stderr);
     return IOMT_EXIT_USAGE;
 }

@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "hub.h"
 #include "store.h"
@@ -69,10 +70,44 @@ int api_require_device(struct hub_req *req)
     return 1;
 }
 
+/* For a number jansson could not hold, the key it belongs to: walks back
+ * from the error position over the number, the colon and the quoted key. */
+static void overflow_field(const char *body, size_t len, size_t pos,
+                           char *field, size_t cap)
+{
+    size_t end, start;
+
+    snprintf(field, cap, "body");
+    if (pos > len)
+        pos = len;
+    while (pos > 0 && strchr("0123456789-+eE. \t\r\n", body[pos - 1]))
+        pos--;
+    if (pos == 0 || body[pos - 1] != ':')
+        return;
+    pos--;
+    while (pos > 0 && strchr(" \t\r\n", body[pos - 1]))
+        pos--;
+    if (pos < 2 || body[pos - 1] != '"')
+        return;
+    end = pos - 1;
+    for (start = end; start > 0 && body[start - 1] != '"'; start--) {
+        char c = body[start - 1];
+
+        if (!((c >= 'a' && c <= 'z') || c == '_' || (c >= '0' && c <= '9')) ||
+            end - start >= cap - 1)
+            return;
+    }
+    if (start == 0 || start == end)
+        return;
+    snprintf(field, cap, "%.*s", (int)(end - start), body + start);
+}
+
 json_t *api_parse_json(struct hub_req *req)
 {
+    char msg[200], field[40];
     json_error_t jerr;
     json_t *obj;
+    size_t i;
 
     if (req->body_len == 0) {
         hub_reply_error(req, 400, "bad_json", "body", "empty body");
@@ -80,13 +115,44 @@ json_t *api_parse_json(struct hub_req *req)
     }
     obj = json_loadb((const char *)req->body, req->body_len,
                      JSON_REJECT_DUPLICATES, &jerr);
-    if (obj == NULL || !json_is_object(obj)) {
+    if (obj == NULL) {
+        /* jansson's own words name the problem (duplicate key, integer
+         * too big, bad token); bytes from the body are made printable so
+         * the answer stays valid JSON. */
+        snprintf(msg, sizeof(msg), "invalid JSON at byte %d: %s", jerr.position,
+                 jerr.text);
+        for (i = 0; msg[i] != 0; i++) {
+            if ((unsigned char)msg[i] < 0x20 || (unsigned char)msg[i] > 0x7e)
+                msg[i] = '?';
+        }
+        snprintf(field, sizeof(field), "body");
+        if (json_error_code(&jerr) == json_error_numeric_overflow)
+            overflow_field((const char *)req->body, req->body_len,
+                           (size_t)(jerr.position > 0 ? jerr.position : 0),
+                           field, sizeof(field));
+        hub_reply_error(req, 400, "bad_json", field, msg);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
         json_decref(obj);
         hub_reply_error(req, 400, "bad_json", "body",
-                        "body is not a JSON object");
+                        "body is JSON but not an object");
         return NULL;
     }
     return obj;
+}
+
+int api_text_ok(const char *text, size_t max)
+{
+    size_t n;
+
+    if (text == NULL)
+        return 0;
+    for (n = 0; text[n] != 0; n++) {
+        if (n >= max || text[n] < 0x20 || text[n] > 0x7e)
+            return 0;
+    }
+    return 1;
 }
 
 const char *api_json_str(json_t *obj, const char *key, size_t max)
@@ -184,16 +250,37 @@ static const struct route_entry fixed_routes[] = {
     {HUB_POST, "/api/v1/reports", R_REPORT},
 };
 
-/* Finds the route; 0 and a 404 or 405 when there is none. */
+#define M_GET  1
+#define M_POST 2
+#define M_PUT  4
+
+static const char *allow_text(int methods)
+{
+    static const char *const text[8] = {
+        NULL,  "GET",      "POST",      "GET, POST",
+        "PUT", "GET, PUT", "POST, PUT", "GET, POST, PUT"};
+
+    return text[methods & 7];
+}
+
+static int method_bit(enum hub_method m)
+{
+    return m == HUB_GET    ? M_GET
+           : m == HUB_POST ? M_POST
+           : m == HUB_PUT  ? M_PUT
+                           : 0;
+}
+
+/* Finds the route; 0 and a 404 or 405 (with Allow) when there is none. */
 static enum route find_route(struct hub_req *req)
 {
-    int path_known = 0;
+    int methods = 0;
     size_t i;
 
     for (i = 0; i < sizeof(fixed_routes) / sizeof(fixed_routes[0]); i++) {
         if (strcmp(req->path, fixed_routes[i].path) != 0)
             continue;
-        path_known = 1;
+        methods |= method_bit(fixed_routes[i].method);
         if (req->method == fixed_routes[i].method)
             return fixed_routes[i].route;
     }
@@ -202,21 +289,70 @@ static enum route find_route(struct hub_req *req)
             return R_IMAGE_PUT;
         if (req->method == HUB_GET)
             return R_IMAGE_GET;
-        path_known = 1;
+        methods = M_GET | M_PUT;
     } else if (match_release(req->path, "envelope", req->route_arg)) {
         if (req->method == HUB_GET)
             return R_ENVELOPE_GET;
-        path_known = 1;
+        methods = M_GET;
     } else if (match_device_revoke(req->path, req->route_arg)) {
         if (req->method == HUB_POST)
             return R_DEVICE_REVOKE;
-        path_known = 1;
+        methods = M_POST;
     }
-    if (path_known)
+    if (methods != 0) {
+        req->allow = allow_text(methods);
         hub_reply_error(req, 405, "method", "method", "method not allowed");
-    else
+    } else {
         hub_reply_error(req, 404, "not_found", "path", "no such endpoint");
+    }
     return R_NONE;
+}
+
+/* The media type of the request, parameters and case aside. */
+static int media_type_is(const struct hub_req *req, const char *want)
+{
+    const char *ct = req->content_type, *end = strchr(ct, ';');
+    size_t n = end != NULL ? (size_t)(end - ct) : strlen(ct);
+
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    return n == strlen(want) && strncasecmp(ct, want, n) == 0;
+}
+
+/* 415 unless the body is declared as the route expects: a body must never
+ * be read as something other than what its sender says it is. */
+static int require_type(struct hub_req *req, enum route r)
+{
+    const char *want = NULL;
+
+    switch (r) {
+    case R_DEVICES_POST:
+    case R_ASSIGN:
+    case R_CHECKIN:
+    case R_REPORT:
+        want = "application/json";
+        break;
+    case R_RELEASES_POST:
+        if (media_type_is(req, "application/cbor"))
+            return 1;
+        want = "application/suit-envelope+cose";
+        break;
+    case R_IMAGE_PUT:
+        want = "application/octet-stream";
+        break;
+    default:
+        return 1;
+    }
+    if (media_type_is(req, want))
+        return 1;
+    hub_reply_error(req, 415, "media_type", "content-type",
+                    r == R_RELEASES_POST
+                        ? "Content-Type must be application/suit-envelope+cose"
+                          " or application/cbor"
+                    : r == R_IMAGE_PUT
+                        ? "Content-Type must be application/octet-stream"
+                        : "Content-Type must be application/json");
+    return 0;
 }
 
 enum hub_body api_begin(struct hub_req *req, size_t *mem_limit)
@@ -255,12 +391,12 @@ enum hub_body api_begin(struct hub_req *req, size_t *mem_limit)
         ok = api_require(req, roles_release);
         break;
     case R_IMAGE_PUT:
-        if (!api_require(req, roles_release))
+        if (!api_require(req, roles_release) || !require_type(req, r))
             return HUB_BODY_NONE;
         return releases_image_begin(req, req->route_arg) == 0 ? HUB_BODY_STREAM
                                                               : HUB_BODY_NONE;
     }
-    if (!ok)
+    if (!ok || !require_type(req, r))
         return HUB_BODY_NONE;
     if (r == R_ENVELOPE_GET || r == R_IMAGE_GET || r == R_DEVICES_GET ||
         r == R_AUDIT || r == R_DEVICE_REVOKE)

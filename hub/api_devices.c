@@ -142,9 +142,22 @@ static json_t *offer_json(struct hub_req *req, uint64_t seq)
                      (json_int_t)r.image_size);
 }
 
+/* The slot states a device reports (iomt_slots_state_name in slot.h). */
+static int state_ok(const char *state)
+{
+    return state != NULL &&
+           (strcmp(state, "confirmed") == 0 || strcmp(state, "trial") == 0 ||
+            strcmp(state, "unconfirmed") == 0);
+}
+
+static int slot_ok(const char *slot)
+{
+    return slot != NULL && (strcmp(slot, "A") == 0 || strcmp(slot, "B") == 0);
+}
+
 void devices_checkin(struct hub_req *req)
 {
-    const char *version, *slot, *state;
+    const char *version, *slot, *state, *bad = NULL;
     char detail[160];
     json_t *body = api_parse_json(req), *offer;
     uint64_t seq = 0;
@@ -155,15 +168,19 @@ void devices_checkin(struct hub_req *req)
     version = api_json_str(body, "version", STORE_TEXT_MAX);
     slot = api_json_str(body, "slot", 1);
     state = api_json_str(body, "state", STATE_MAX);
-    if (version == NULL || api_json_u64(body, "seq", &seq) != 0 ||
-        slot == NULL || (strcmp(slot, "A") != 0 && strcmp(slot, "B") != 0) ||
-        state == NULL) {
-        hub_reply_error(req, 400, "bad_field",
-                        version == NULL ? "version"
-                        : slot == NULL  ? "slot"
-                        : state == NULL ? "state"
-                                        : "seq",
-                        "missing or invalid");
+    /* Each field is checked on its own so the answer names the one that
+     * is wrong; control characters would forge lines in logs and the
+     * audit detail, so versions are printable ASCII. */
+    if (!api_text_ok(version, STORE_TEXT_MAX))
+        bad = "version";
+    else if (api_json_u64(body, "seq", &seq) != 0)
+        bad = "seq";
+    else if (!slot_ok(slot))
+        bad = "slot";
+    else if (!state_ok(state))
+        bad = "state";
+    if (bad != NULL) {
+        hub_reply_error(req, 400, "bad_field", bad, "missing or invalid");
         goto out_free;
     }
     snprintf(detail, sizeof(detail), "seq=%llu slot=%s state=%s",
@@ -188,46 +205,112 @@ out_free:
     json_decref(body);
 }
 
+struct report_in {
+    const char *release_id, *result, *reason, *version, *slot;
+    uint64_t seq;
+    int has_seq;
+};
+
+/* Reads and checks the report body; returns the bad field or NULL. */
+static const char *report_fields(json_t *body, struct report_in *in)
+{
+    memset(in, 0, sizeof(*in));
+    in->release_id = api_json_str(body, "release_id", HUB_RELEASE_ID);
+    in->result = api_json_str(body, "result", 16);
+    in->reason = api_json_str(body, "reason", REASON_MAX);
+    in->version = api_json_str(body, "version", STORE_TEXT_MAX);
+    in->slot = api_json_str(body, "slot", 1);
+    in->has_seq = json_object_get(body, "seq") != NULL;
+    if (in->release_id == NULL || strlen(in->release_id) != HUB_RELEASE_ID ||
+        strspn(in->release_id, "0123456789abcdef") != HUB_RELEASE_ID)
+        return "release_id";
+    if (in->result == NULL || (strcmp(in->result, "installed") != 0 &&
+                               strcmp(in->result, "rejected") != 0))
+        return "result";
+    if (json_object_get(body, "reason") != NULL && in->reason == NULL)
+        return "reason";
+    if (json_object_get(body, "version") != NULL &&
+        !api_text_ok(in->version, STORE_TEXT_MAX))
+        return "version";
+    if (in->has_seq && api_json_u64(body, "seq", &in->seq) != 0)
+        return "seq";
+    if (json_object_get(body, "slot") != NULL && !slot_ok(in->slot))
+        return "slot";
+    return NULL;
+}
+
+/*
+ * Checks the report against the release inside the transaction: it must
+ * exist (404) and be assigned to this device (403), and an install must
+ * name the release's own version and sequence number (422), so a device
+ * cannot write an arbitrary version into the inventory. Replies on error.
+ */
+static int report_matches(struct hub_req *req, const struct report_in *in,
+                          struct store_release *r)
+{
+    if (store_release_get(req->store, in->release_id, r) != IOMT_OK) {
+        hub_reply_error(req, 404, "not_found", "release_id", "no such release");
+        return 0;
+    }
+    if (!store_release_assigned(req->store, in->release_id, req->id.name)) {
+        hub_reply_error(req, 403, "forbidden", "release_id",
+                        "release not assigned to this device");
+        return 0;
+    }
+    if (strcmp(in->result, "installed") != 0)
+        return 1;
+    if (in->has_seq && in->seq != r->seq) {
+        hub_reply_error(req, 422, "mismatch", "seq",
+                        "seq differs from the release's");
+        return 0;
+    }
+    if (in->version != NULL && strcmp(in->version, r->version) != 0) {
+        hub_reply_error(req, 422, "mismatch", "version",
+                        "version differs from the release's");
+        return 0;
+    }
+    return 1;
+}
+
 void devices_report(struct hub_req *req)
 {
-    const char *release_id, *result, *reason, *version;
+    struct report_in in;
+    struct store_release r;
     char detail[REASON_MAX + 96];
+    const char *bad;
     json_t *body = api_parse_json(req);
-    uint64_t seq = 0;
     int rc;
 
     if (body == NULL)
         return;
-    release_id = api_json_str(body, "release_id", HUB_RELEASE_ID);
-    result = api_json_str(body, "result", 16);
-    reason = api_json_str(body, "reason", REASON_MAX);
-    version = api_json_str(body, "version", STORE_TEXT_MAX);
-    if (json_object_get(body, "seq") != NULL &&
-        api_json_u64(body, "seq", &seq) != 0)
-        result = NULL;
-    if (release_id == NULL || result == NULL ||
-        (strcmp(result, "installed") != 0 && strcmp(result, "rejected") != 0)) {
-        hub_reply_error(req, 400, "bad_field",
-                        release_id == NULL ? "release_id" : "result",
-                        "missing or invalid");
+    bad = report_fields(body, &in);
+    if (bad != NULL) {
+        hub_reply_error(req, 400, "bad_field", bad, "missing or invalid");
         goto out_free;
     }
     snprintf(detail, sizeof(detail), "release=%s result=%s seq=%llu reason=%s",
-             release_id, result, (unsigned long long)seq,
-             reason != NULL ? reason : "");
+             in.release_id, in.result, (unsigned long long)in.seq,
+             in.reason != NULL ? in.reason : "");
     if (store_begin(req->store, 1) != IOMT_OK) {
         hub_reply_error(req, 503, "storage", "", "store busy");
         goto out_free;
     }
-    rc = store_report(req->store, req->id.name, release_id, result, reason,
-                      version, seq, (int64_t)time(NULL));
+    if (!report_matches(req, &in, &r)) {
+        store_rollback(req->store);
+        goto out_free;
+    }
+    /* The inventory takes version and seq from the release itself; the
+     * slot from the report, or none until the next check-in says. */
+    rc =
+        store_report(req->store, req->id.name, in.release_id, in.result,
+                     in.reason, r.version, r.seq, in.slot, (int64_t)time(NULL));
     rc = commit_with_audit(req, rc, "report", req->id.name, detail);
     if (rc != IOMT_OK) {
         hub_reply_error(req, 500, "storage", "", "could not record");
         goto out_free;
     }
     hub_log("info", "report", "device=%s release=%s result=%s", req->id.name,
-            release_id, result);
+            in.release_id, in.result);
     hub_reply(req, 204, NULL, NULL, 0);
 out_free:
     json_decref(body);

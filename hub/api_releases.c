@@ -99,6 +99,8 @@ void releases_upload(struct hub_req *req)
     struct store_release r;
     struct iomt_err err = {0};
     char vendor[37] = "", cls[37] = "", detail[64];
+    json_t *answer_json = NULL;
+    char *answer = NULL;
     uint8_t *env = NULL;
     long env_len;
     int rc;
@@ -126,6 +128,28 @@ void releases_upload(struct hub_req *req)
                         "manifest lacks image digest or size");
         goto out_free;
     }
+    /* Stored sequence numbers are SQLite integers and JSON numbers are
+     * signed 64-bit: a larger one would turn negative and cut the device
+     * off for good (iomt sign refuses them too). */
+    if (m.seq > (uint64_t)INT64_MAX) {
+        hub_reply_error(req, 422, "out_of_range", "seq",
+                        "sequence number above 9223372036854775807");
+        goto out_free;
+    }
+    /* Devices report the version back as printable ASCII; anything else
+     * could never match and would break the JSON answers. */
+    if (strlen(m.version) > STORE_TEXT_MAX ||
+        !api_text_ok(m.version, STORE_TEXT_MAX)) {
+        hub_reply_error(req, 422, "bad_field", "version",
+                        "version must be printable ASCII, at most 64 bytes");
+        goto out_free;
+    }
+    if (m.image_size > req->cfg->image_max) {
+        hub_reply_error(req, 422, "too_large", "image_size",
+                        "image_size is above --image-max; the image could "
+                        "never be uploaded");
+        goto out_free;
+    }
     memset(&r, 0, sizeof(r));
     iomt_hex(m.manifest_digest, HUB_RELEASE_ID / 2, r.release_id);
     r.seq = m.seq;
@@ -137,6 +161,14 @@ void releases_upload(struct hub_req *req)
     if (m.has_class)
         uuid_text(m.class_id, cls);
     snprintf(detail, sizeof(detail), "seq=%llu", (unsigned long long)m.seq);
+    /* The answer exists before anything is stored: a release is kept only
+     * when the client is told so, and told so only once it is kept. */
+    answer_json = release_json(&r, vendor, cls);
+    answer = answer_json != NULL ? json_dumps(answer_json, JSON_COMPACT) : NULL;
+    if (answer == NULL) {
+        hub_reply_error(req, 500, "internal", "", "out of memory");
+        goto out_free;
+    }
     if (store_begin(req->store, 1) != IOMT_OK) {
         hub_reply_error(req, 503, "storage", "", "store busy");
         goto out_free;
@@ -160,8 +192,10 @@ void releases_upload(struct hub_req *req)
     }
     hub_log("info", "release_upload", "release=%s seq=%llu by=%s", r.release_id,
             (unsigned long long)r.seq, req->id.name);
-    hub_reply_json(req, 201, release_json(&r, vendor, cls));
+    hub_reply(req, 201, "application/json", answer, strlen(answer));
 out_free:
+    free(answer);
+    json_decref(answer_json);
     free(env);
 }
 
@@ -337,8 +371,12 @@ void releases_assign(struct hub_req *req)
     release_id = api_json_str(body, "release_id", HUB_RELEASE_ID);
     device_id = api_json_str(body, "device_id", IOMT_NAME_MAX);
     model = api_json_str(body, "model", IOMT_NAME_MAX);
-    if (release_id == NULL || !release_id_ok(release_id) ||
-        store_release_get(req->store, release_id, &r) != IOMT_OK) {
+    if (release_id == NULL || !release_id_ok(release_id)) {
+        hub_reply_error(req, 400, "bad_field", "release_id",
+                        "missing or not 16 lower-case hex digits");
+        goto out_free;
+    }
+    if (store_release_get(req->store, release_id, &r) != IOMT_OK) {
         hub_reply_error(req, 404, "not_found", "release_id", "no such release");
         goto out_free;
     }

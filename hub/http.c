@@ -109,42 +109,82 @@ static const char *status_text(int status)
     }
 }
 
-int hub_listen(const char *listen_addr, int *fd_out, int *port_out)
+/* Splits "HOST:PORT" into an IPv4 address and a port. */
+static int parse_listen(const char *text, struct sockaddr_in *sa, char *why,
+                        size_t why_cap)
 {
+    const char *colon = strrchr(text, ':');
     char host[64];
-    const char *colon = strrchr(listen_addr, ':');
+    size_t host_len;
+    long port = -1;
+    const char *p;
+
+    if (text[0] == '[') {
+        snprintf(why, why_cap,
+                 "IPv6 addresses are not supported; use "
+                 "127.0.0.1:PORT");
+        return -1;
+    }
+    if (colon == NULL || colon == text) {
+        snprintf(why, why_cap, "expected ADDRESS:PORT, e.g. 127.0.0.1:8443");
+        return -1;
+    }
+    host_len = (size_t)(colon - text);
+    if (host_len >= sizeof(host)) {
+        snprintf(why, why_cap, "address too long");
+        return -1;
+    }
+    memcpy(host, text, host_len);
+    host[host_len] = 0;
+    for (p = colon + 1; *p >= '0' && *p <= '9' && port <= 65535; p++)
+        port = (port < 0 ? 0 : port * 10) + (*p - '0');
+    if (*p != 0 || port < 0 || port > 65535) {
+        snprintf(why, why_cap, "port must be a number in 0..65535");
+        return -1;
+    }
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0)
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
+        snprintf(why, why_cap,
+                 "address must be an IPv4 address or localhost, not \"%s\"",
+                 host);
+        return -1;
+    }
+    return 0;
+}
+
+int hub_listen(const char *listen_addr, int allow_remote, int *fd_out,
+               int *port_out, char *why, size_t why_cap)
+{
     struct sockaddr_in sa;
     socklen_t sa_len = sizeof(sa);
-    char *end = NULL;
-    long port;
-    size_t host_len;
     int fd, one = 1;
 
-    if (colon == NULL)
-        return -1;
-    host_len = (size_t)(colon - listen_addr);
-    if (host_len == 0 || host_len >= sizeof(host))
-        return -1;
-    memcpy(host, listen_addr, host_len);
-    host[host_len] = 0;
-    errno = 0;
-    port = strtol(colon + 1, &end, 10);
-    if (errno != 0 || end == colon + 1 || *end != 0 || port < 0 || port > 65535)
-        return -1;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return -1;
+    if (parse_listen(listen_addr, &sa, why, why_cap) != 0)
+        return HUB_LISTEN_USAGE;
+    /* Devices and operators reach a hub through the hospital's own
+     * front end; listening on every interface by accident would expose
+     * enrolment to the whole network. */
+    if ((ntohl(sa.sin_addr.s_addr) >> 24) != 127 && !allow_remote) {
+        snprintf(why, why_cap,
+                 "not a loopback address; add --allow-remote to mean it");
+        return HUB_LISTEN_USAGE;
+    }
     fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) {
+        snprintf(why, why_cap, "socket: %s", strerror(errno));
+        return HUB_LISTEN_FAILED;
+    }
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
         listen(fd, 1024) != 0 || evutil_make_socket_nonblocking(fd) != 0 ||
         getsockname(fd, (struct sockaddr *)&sa, &sa_len) != 0) {
+        snprintf(why, why_cap, "%s", strerror(errno));
         close(fd);
-        return -1;
+        return HUB_LISTEN_FAILED;
     }
     *fd_out = fd;
     *port_out = ntohs(sa.sin_port);
@@ -181,6 +221,8 @@ static void reply_headers(struct hub_req *req, int status,
                         c->keep_alive ? "keep-alive" : "close");
     if (content_type != NULL)
         evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+    if (status == 405 && req->allow != NULL)
+        evbuffer_add_printf(out, "Allow: %s\r\n", req->allow);
     evbuffer_add(out, "Cache-Control: no-store\r\n\r\n", 27);
     req->replied = status;
     c->state = CS_WRITING;
@@ -333,6 +375,18 @@ static int parse_header(struct hub_conn *c, char *line, int *seen_length)
     return 0;
 }
 
+/* RFC 9110 method token: upper-case letters only here, at most 16. */
+static int method_token_ok(const char *m)
+{
+    size_t n = 0;
+
+    for (; *m != 0; m++, n++) {
+        if (*m < 'A' || *m > 'Z' || n >= 16)
+            return 0;
+    }
+    return n > 0;
+}
+
 static int parse_request_line(struct hub_conn *c, char *line)
 {
     struct hub_req *r = &c->req;
@@ -351,8 +405,10 @@ static int parse_request_line(struct hub_conn *c, char *line)
         r->method = HUB_POST;
     else if (strcmp(line, "PUT") == 0)
         r->method = HUB_PUT;
+    else if (method_token_ok(line))
+        r->method = HUB_OTHER; /* routing answers 405 or 404 */
     else
-        return 501;
+        return 400;
     if (strcmp(sp2 + 1, "HTTP/1.1") == 0)
         c->keep_alive = 1;
     else if (strcmp(sp2 + 1, "HTTP/1.0") == 0)

@@ -29,6 +29,7 @@ struct hub_config {
     const char *listen;
     const char *port_file;
     int workers;
+    int allow_remote; /* --allow-remote: a non-loopback --listen is meant */
     uint64_t image_max;
     long token_ttl;  /* seconds */
     int device_days; /* validity of device certificates */
@@ -40,7 +41,9 @@ struct hub_config {
     size_t cacerts_len;
 };
 
-enum hub_method { HUB_GET, HUB_POST, HUB_PUT };
+/* HUB_OTHER: a well-formed method no route takes (DELETE, PATCH, ...),
+ * answered 405 on a known path. */
+enum hub_method { HUB_GET, HUB_POST, HUB_PUT, HUB_OTHER };
 
 /* What a handler asks http.c to do with the request body. */
 enum hub_body { HUB_BODY_NONE, HUB_BODY_MEM, HUB_BODY_STREAM };
@@ -61,7 +64,8 @@ struct hub_req {
     const uint8_t *body; /* HUB_BODY_MEM: the whole body */
     size_t body_len;
     int replied;
-    int route; /* api.c's route number, set in api_begin */
+    const char *allow; /* an Allow header for a 405 answer, or NULL */
+    int route;         /* api.c's route number, set in api_begin */
     char route_arg[HUB_PATH_MAX];
     /* HUB_BODY_STREAM: image uploads go straight to a temporary file. */
     int up_fd;
@@ -73,7 +77,14 @@ struct hub_req {
 
 /* http.c: the listener and the connection state machine. */
 struct hub_worker;
-int hub_listen(const char *listen, int *fd, int *port);
+/* Binds and listens on "ADDR:PORT" (IPv4 literal or "localhost"); a
+ * non-loopback address only with allow_remote. Returns 0,
+ * HUB_LISTEN_USAGE (the text is wrong) or HUB_LISTEN_FAILED (the system
+ * refused), with the reason in why. */
+#define HUB_LISTEN_USAGE  1
+#define HUB_LISTEN_FAILED 2
+int hub_listen(const char *listen, int allow_remote, int *fd, int *port,
+               char *why, size_t why_cap);
 struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd);
 int hub_worker_start(struct hub_worker *w);
 void hub_worker_stop(struct hub_worker *w);
@@ -113,6 +124,8 @@ int api_require_device(struct hub_req *req);
 json_t *api_parse_json(struct hub_req *req);
 /* A string member of at most max bytes without NUL, or NULL. */
 const char *api_json_str(json_t *obj, const char *key, size_t max);
+/* 1 when text is printable ASCII (0x20..0x7e) of at most max bytes. */
+int api_text_ok(const char *text, size_t max);
 /* A non-negative integer member; 0 or -1. */
 int api_json_u64(json_t *obj, const char *key, uint64_t *out);
 int api_audit(struct hub_req *req, const char *action, const char *object,

@@ -27,13 +27,17 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: iomt-hub serve --dir STATE_DIR --ca-dir CA_DIR "
             "--cert HUB.pem --key HUB.key.pem\n"
-            "                      [--listen 127.0.0.1:8443] "
-            "[--port-file FILE] [--workers N]\n"
-            "                      [--image-max BYTES] [--token-ttl SECONDS] "
-            "[--device-days N]\n"
-            "Listens on loopback by default; port 0 picks a free port and "
-            "--port-file\nreceives it once the hub accepts connections. "
-            "SIGTERM or SIGINT stop it.\n");
+            "                      [--listen 127.0.0.1:8443] [--allow-remote] "
+            "[--port-file FILE]\n"
+            "                      [--workers 1..%d] [--image-max BYTES] "
+            "[--token-ttl SECONDS]\n"
+            "                      [--device-days N]\n"
+            "Listens on loopback by default (a non-loopback --listen needs "
+            "--allow-remote);\nport 0 picks a free port and --port-file "
+            "receives it once the hub accepts\nconnections. SIGTERM or SIGINT "
+            "stop it. Exit 2: bad usage or unreadable input;\n3: start-up or "
+            "runtime failure.\n",
+            WORKERS_MAX);
 }
 
 static int parse_num(const char *text, long long min, long long max,
@@ -50,17 +54,78 @@ static int parse_num(const char *text, long long min, long long max,
     return 0;
 }
 
-static int parse_args(int argc, char **argv, struct hub_config *cfg)
+struct num_opt {
+    const char *name;
+    long long min, max;
+};
+
+static const struct num_opt num_opts[] = {
+    {"--workers", 1, WORKERS_MAX},
+    {"--image-max", 1, 1LL << 40},
+    {"--token-ttl", 1, 366LL * 86400},
+    {"--device-days", 1, 36500},
+};
+
+static void set_num(struct hub_config *cfg, size_t which, long long v)
+{
+    if (which == 0)
+        cfg->workers = (int)v;
+    else if (which == 1)
+        cfg->image_max = (uint64_t)v;
+    else if (which == 2)
+        cfg->token_ttl = (long)v;
+    else
+        cfg->device_days = (int)v;
+}
+
+/* Returns 0, or prints what is wrong (naming the option) and returns -1. */
+static int parse_num_opt(struct hub_config *cfg, const char *opt,
+                         const char *val, int *matched)
 {
     long long v;
-    int i;
+    size_t k;
+
+    *matched = 0;
+    for (k = 0; k < sizeof(num_opts) / sizeof(num_opts[0]); k++) {
+        if (strcmp(opt, num_opts[k].name) != 0)
+            continue;
+        *matched = 1;
+        if (parse_num(val, num_opts[k].min, num_opts[k].max, &v) != 0) {
+            fprintf(stderr,
+                    "iomt-hub: %s: \"%s\" is not a number in %lld..%lld\n", opt,
+                    val, num_opts[k].min, num_opts[k].max);
+            return -1;
+        }
+        set_num(cfg, k, v);
+    }
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct hub_config *cfg)
+{
+    static const char *const required[] = {"--dir", "--ca-dir", "--cert",
+                                           "--key"};
+    const char *have[4];
+    int i, matched;
+    size_t k;
 
     for (i = 2; i < argc; i++) {
-        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *opt = argv[i], *val;
 
-        if (val == NULL)
+        if (strcmp(opt, "--allow-remote") == 0) {
+            cfg->allow_remote = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "iomt-hub: %s: needs a value (or is unknown)\n",
+                    opt);
             return -1;
-        i++;
+        }
+        val = argv[++i];
+        if (parse_num_opt(cfg, opt, val, &matched) != 0)
+            return -1;
+        if (matched)
+            continue;
         if (strcmp(opt, "--dir") == 0)
             cfg->state_dir = val;
         else if (strcmp(opt, "--ca-dir") == 0)
@@ -73,30 +138,36 @@ static int parse_args(int argc, char **argv, struct hub_config *cfg)
             cfg->listen = val;
         else if (strcmp(opt, "--port-file") == 0)
             cfg->port_file = val;
-        else if (strcmp(opt, "--workers") == 0 &&
-                 parse_num(val, 1, WORKERS_MAX, &v) == 0)
-            cfg->workers = (int)v;
-        else if (strcmp(opt, "--image-max") == 0 &&
-                 parse_num(val, 1, 1LL << 40, &v) == 0)
-            cfg->image_max = (uint64_t)v;
-        else if (strcmp(opt, "--token-ttl") == 0 &&
-                 parse_num(val, 1, 366LL * 86400, &v) == 0)
-            cfg->token_ttl = (long)v;
-        else if (strcmp(opt, "--device-days") == 0 &&
-                 parse_num(val, 1, 36500, &v) == 0)
-            cfg->device_days = (int)v;
-        else
+        else {
+            fprintf(stderr, "iomt-hub: %s: unknown option\n", opt);
             return -1;
+        }
     }
-    return cfg->state_dir && cfg->ca_dir && cfg->cert_path && cfg->key_path
-               ? 0
-               : -1;
+    have[0] = cfg->state_dir;
+    have[1] = cfg->ca_dir;
+    have[2] = cfg->cert_path;
+    have[3] = cfg->key_path;
+    for (k = 0; k < 4; k++) {
+        if (have[k] == NULL) {
+            fprintf(stderr, "iomt-hub: %s is required\n", required[k]);
+            return -1;
+        }
+    }
+    return 0;
 }
+
+/* Start-up failures: exit 2 for bad usage or unreadable input (the
+ * message names the option), 3 for runtime failures. */
+#define EXIT_USAGE   2
+#define EXIT_RUNTIME 3
 
 static int prepare_dirs(struct hub_config *cfg)
 {
-    if (mkdir(cfg->state_dir, 0700) != 0 && errno != EEXIST)
-        return -1;
+    if (mkdir(cfg->state_dir, 0700) != 0 && errno != EEXIST) {
+        hub_log("error", "start", "option=--dir path=%s msg=\"%s\"",
+                cfg->state_dir, strerror(errno));
+        return EXIT_USAGE;
+    }
     if (snprintf(cfg->ca_key_path, sizeof(cfg->ca_key_path), "%s/ca.key.pem",
                  cfg->ca_dir) >= (int)sizeof(cfg->ca_key_path) ||
         snprintf(cfg->ca_cert_path, sizeof(cfg->ca_cert_path), "%s/ca.pem",
@@ -105,11 +176,14 @@ static int prepare_dirs(struct hub_config *cfg)
                  cfg->state_dir) >= (int)sizeof(cfg->db_path) ||
         snprintf(cfg->images_dir, sizeof(cfg->images_dir), "%s/images",
                  cfg->state_dir) >= (int)sizeof(cfg->images_dir)) {
-        errno = ENAMETOOLONG;
-        return -1;
+        hub_log("error", "start", "option=--dir msg=\"path too long\"");
+        return EXIT_USAGE;
     }
-    if (mkdir(cfg->images_dir, 0700) != 0 && errno != EEXIST)
-        return -1;
+    if (mkdir(cfg->images_dir, 0700) != 0 && errno != EEXIST) {
+        hub_log("error", "start", "option=--dir path=%s msg=\"%s\"",
+                cfg->images_dir, strerror(errno));
+        return EXIT_USAGE;
+    }
     return 0;
 }
 
@@ -133,6 +207,44 @@ static int load_cacerts(struct hub_config *cfg, struct iomt_err *err)
         return iomt_err_set(err, IOMT_E_IO, "%s: %s", cfg->ca_key_path,
                             strerror(errno));
     return iomt_pki_est_wrap(buf, n, &cfg->cacerts_b64, &cfg->cacerts_len, err);
+}
+
+/*
+ * Loads everything the workers need and proves the files fit together:
+ * the fleet CA, and a server certificate that chains to it, names the hub
+ * role and carries serverAuth (an operator's certificate or one from
+ * another CA must not front the fleet). Returns 0 or an exit status.
+ */
+static int check_inputs(struct hub_config *cfg)
+{
+    struct iomt_err err = {0};
+    SSL_CTX *ssl_ctx = NULL;
+
+    if (load_cacerts(cfg, &err) != IOMT_OK) {
+        hub_log("error", "start", "option=--ca-dir msg=\"%s\"", err.msg);
+        return EXIT_USAGE;
+    }
+    if (access(cfg->cert_path, R_OK) != 0 || access(cfg->key_path, R_OK) != 0) {
+        int cert_bad = access(cfg->cert_path, R_OK) != 0;
+
+        hub_log("error", "start", "option=%s path=%s msg=\"%s\"",
+                cert_bad ? "--cert" : "--key",
+                cert_bad ? cfg->cert_path : cfg->key_path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    if (iomt_pki_check_server_cert(cfg->ca_cert_path, cfg->cert_path, &err) !=
+        IOMT_OK) {
+        hub_log("error", "start", "option=--cert msg=\"%s\"", err.msg);
+        return EXIT_USAGE;
+    }
+    if (iomt_pki_tls_server_ctx(cfg->ca_cert_path, cfg->cert_path,
+                                cfg->key_path, &ssl_ctx, &err) != IOMT_OK) {
+        hub_log("error", "start", "option=--key msg=\"%s\"", err.msg);
+        return EXIT_USAGE;
+    }
+    /* That context only proved the files load; each worker makes its own. */
+    SSL_CTX_free(ssl_ctx);
+    return 0;
 }
 
 struct checkpointer {
@@ -201,16 +313,27 @@ static int write_port_file(const char *path, int port)
     char tmp[PATH_MAX];
     FILE *f;
 
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        errno = ENAMETOOLONG;
         return -1;
+    }
     f = fopen(tmp, "w");
     if (f == NULL)
         return -1;
     fprintf(f, "%d\n", port);
-    if (fclose(f) != 0)
+    if (fclose(f) != 0) {
+        unlink(tmp);
         return -1;
+    }
     /* Readers see the whole number or no file at all. */
-    return rename(tmp, path);
+    if (rename(tmp, path) != 0) {
+        int saved = errno;
+
+        unlink(tmp);
+        errno = saved;
+        return -1;
+    }
+    return 0;
 }
 
 static int serve(struct hub_config *cfg)
@@ -218,30 +341,33 @@ static int serve(struct hub_config *cfg)
     struct hub_worker *workers[WORKERS_MAX] = {0};
     struct checkpointer cp = {0};
     struct iomt_err err = {0};
-    SSL_CTX *ssl_ctx = NULL;
     sigset_t stop_set;
-    int listen_fd = -1, port = 0, i, sig = 0, rc = 1;
+    char why[160] = "";
+    int listen_fd = -1, port = 0, i, sig = 0, rc;
 
     /* The store holds token hashes and the audit log: owner only. */
     umask(077);
-    if (prepare_dirs(cfg) != 0) {
-        hub_log("error", "start", "msg=\"state dir: %s\"", strerror(errno));
-        return 1;
-    }
-    if (load_cacerts(cfg, &err) != IOMT_OK ||
-        store_init(cfg->db_path, &err) != IOMT_OK ||
-        iomt_pki_tls_server_ctx(cfg->ca_cert_path, cfg->cert_path,
-                                cfg->key_path, &ssl_ctx, &err) != IOMT_OK) {
-        hub_log("error", "start", "msg=\"%s\"", err.msg);
+    rc = prepare_dirs(cfg);
+    if (rc == 0)
+        rc = check_inputs(cfg);
+    if (rc != 0)
+        goto out_free;
+    if (store_init(cfg->db_path, &err) != IOMT_OK) {
+        hub_log("error", "start", "option=--dir msg=\"%s\"", err.msg);
+        rc = EXIT_RUNTIME;
         goto out_free;
     }
-    /* That context only proved the files load; each worker makes its own. */
-    SSL_CTX_free(ssl_ctx);
-    ssl_ctx = NULL;
-    if (evthread_use_pthreads() != 0 ||
-        hub_listen(cfg->listen, &listen_fd, &port) != 0) {
-        hub_log("error", "start", "listen=%s msg=\"%s\"", cfg->listen,
-                strerror(errno));
+    rc = hub_listen(cfg->listen, cfg->allow_remote, &listen_fd, &port, why,
+                    sizeof(why));
+    if (rc != 0) {
+        hub_log("error", "start", "option=--listen listen=%s msg=\"%s\"",
+                cfg->listen, why);
+        rc = rc == HUB_LISTEN_USAGE ? EXIT_USAGE : EXIT_RUNTIME;
+        goto out_free;
+    }
+    rc = EXIT_RUNTIME;
+    if (evthread_use_pthreads() != 0) {
+        hub_log("error", "start", "msg=\"libevent threads unavailable\"");
         goto out_free;
     }
     /* Workers inherit this mask: only the main thread takes signals. */
@@ -262,8 +388,9 @@ static int serve(struct hub_config *cfg)
         }
     }
     if (cfg->port_file != NULL && write_port_file(cfg->port_file, port) != 0) {
-        hub_log("error", "start", "port_file=%s msg=\"%s\"", cfg->port_file,
-                strerror(errno));
+        hub_log("error", "start", "option=--port-file path=%s msg=\"%s\"",
+                cfg->port_file, strerror(errno));
+        rc = EXIT_USAGE;
         goto out_stop;
     }
     hub_log("info", "listening", "listen=%s port=%d workers=%d", cfg->listen,
@@ -278,7 +405,6 @@ out_stop:
 out_free:
     if (listen_fd >= 0)
         close(listen_fd);
-    SSL_CTX_free(ssl_ctx);
     free(cfg->cacerts_b64);
     return rc;
 }
@@ -299,10 +425,13 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (argc < 2 || strcmp(argv[1], "serve") != 0 ||
-        parse_args(argc, argv, &cfg) != 0) {
+    if (argc < 2 || strcmp(argv[1], "serve") != 0) {
+        if (argc >= 2)
+            fprintf(stderr, "iomt-hub: %s: unknown command\n", argv[1]);
         usage(stderr);
-        return 2;
+        return EXIT_USAGE;
     }
+    if (parse_args(argc, argv, &cfg) != 0)
+        return EXIT_USAGE;
     return serve(&cfg);
 }

@@ -88,9 +88,11 @@ int store_checkin(struct store *s, const char *device_id, const char *version,
  * model), if its image is in; 1 when found, 0 when none. */
 int store_offer(struct store *s, const char *device_id,
                 struct store_release *r);
+/* Records a report; on "installed" the device's version, seq and slot
+ * become the given ones (slot NULL: unknown until the next check-in). */
 int store_report(struct store *s, const char *device_id, const char *release_id,
                  const char *result, const char *reason, const char *version,
-                 uint64_t seq, int64_t now);
+                 uint64_t seq, const char *slot, int64_t now);
 
 /* Releases. */
 int store_release_add(struct store *s, const struct store_release *r,

@@ -135,8 +135,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " reason, version, seq, ts) VALUES(?,?,?,?,?,?,?)",
     [ST_DEV_RESULT] = "UPDATE devices SET last_result = ?2, last_seen = ?3"
                       " WHERE device_id = ?1",
-    [ST_DEV_INSTALLED] = "UPDATE devices SET version = ?2, seq = ?3"
-                         " WHERE device_id = ?1",
+    [ST_DEV_INSTALLED] = "UPDATE devices SET version = ?2, seq = ?3,"
+                         " slot = ?4 WHERE device_id = ?1",
     [ST_REL_ADD] = "INSERT INTO releases(release_id, seq, version,"
                    " vendor_id, class_id, image_size, image_digest,"
                    " envelope, uploaded_by, created)"
@@ -639,7 +639,7 @@ int store_offer(struct store *s, const char *device_id, struct store_release *r)
 
 int store_report(struct store *s, const char *device_id, const char *release_id,
                  const char *result, const char *reason, const char *version,
-                 uint64_t seq, int64_t now)
+                 uint64_t seq, const char *slot, int64_t now)
 {
     sqlite3_stmt *stmt = st(s, ST_REPORT_ADD);
     int rc;
@@ -669,6 +669,7 @@ int store_report(struct store *s, const char *device_id, const char *release_id,
     bind_text(stmt, 1, device_id);
     bind_text(stmt, 2, version);
     sqlite3_bind_int64(stmt, 3, (int64_t)seq);
+    bind_text(stmt, 4, slot);
     rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
     return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;

@@ -43,7 +43,9 @@ int iomt_pki_name_ok(const char *name)
     if (name == NULL)
         return 0;
     n = strlen(name);
-    if (n == 0 || n > IOMT_NAME_MAX)
+    /* A leading dot could name "." or ".." in a path built from the ID;
+     * a leading dash reads as an option to the tools that take it. */
+    if (n == 0 || n > IOMT_NAME_MAX || name[0] == '.' || name[0] == '-')
         return 0;
     for (i = 0; i < n; i++) {
         char c = name[i];
@@ -632,6 +634,57 @@ int iomt_pki_identity_pem(const uint8_t *pem, size_t n,
             err->code = rc;
     }
     X509_free(cert);
+    return rc;
+}
+
+int iomt_pki_check_server_cert(const char *ca_cert_path, const char *cert_path,
+                               struct iomt_err *err)
+{
+    struct iomt_identity id;
+    X509 *ca = NULL, *cert = NULL;
+    X509_STORE *store = NULL;
+    X509_STORE_CTX *vctx = NULL;
+    int rc;
+
+    rc = load_cert(ca_cert_path, &ca, err);
+    if (rc == IOMT_OK)
+        rc = load_cert(cert_path, &cert, err);
+    if (rc != IOMT_OK)
+        goto out_free;
+    rc = iomt_err_set(err, IOMT_E_CRYPTO, "certificate check: no memory");
+    store = X509_STORE_new();
+    vctx = X509_STORE_CTX_new();
+    if (store == NULL || vctx == NULL || X509_STORE_add_cert(store, ca) != 1 ||
+        X509_STORE_CTX_init(vctx, store, cert, NULL) != 1 ||
+        X509_STORE_CTX_set_purpose(vctx, X509_PURPOSE_SSL_SERVER) != 1)
+        goto out_free;
+    if (X509_verify_cert(vctx) != 1) {
+        rc = iomt_err_set(
+            err, IOMT_E_AUTH, "%s: does not chain to the fleet CA %s: %s",
+            cert_path, ca_cert_path,
+            X509_verify_cert_error_string(X509_STORE_CTX_get_error(vctx)));
+        goto out_free;
+    }
+    /* X509_PURPOSE_SSL_SERVER lets a certificate without any extended key
+     * usage through; the hub's must say serverAuth outright. */
+    if (!(X509_get_extension_flags(cert) & EXFLAG_XKUSAGE) ||
+        !(X509_get_extended_key_usage(cert) & XKU_SSL_SERVER)) {
+        rc = iomt_err_set(err, IOMT_E_AUTH,
+                          "%s: lacks the serverAuth extended key usage",
+                          cert_path);
+        goto out_free;
+    }
+    rc = identity_from_x509(cert, &id, err);
+    if (rc == IOMT_OK && strcmp(id.role, IOMT_ROLE_HUB) != 0)
+        rc = iomt_err_set(err, IOMT_E_AUTH,
+                          "%s: role (subject OU) is \"%s\", not \"hub\"",
+                          cert_path, id.role);
+out_free:
+    ERR_clear_error();
+    X509_STORE_CTX_free(vctx);
+    X509_STORE_free(store);
+    X509_free(cert);
+    X509_free(ca);
     return rc;
 }
 

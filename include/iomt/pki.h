@@ -67,7 +67,8 @@ int iomt_pki_save_pem(const char *path, const char *pem, size_t n,
                       struct iomt_err *err);
 
 /* 1 when name is a valid device ID or operator name: 1..64 characters
- * from [A-Za-z0-9._-]; 1 when role is one the fleet knows. */
+ * from [A-Za-z0-9._-], not starting with '.' or '-'; 1 when role is one
+ * the fleet knows. */
 int iomt_pki_name_ok(const char *name);
 int iomt_pki_role_ok(const char *role);
 
@@ -96,6 +97,11 @@ struct ossl_lib_ctx_st;
 int iomt_pki_tls_server_ctx_ex(struct ossl_lib_ctx_st *libctx,
                                const char *ca_cert_path, const char *cert_path,
                                const char *key_path, struct ssl_ctx_st **out,
+                               struct iomt_err *err);
+/* IOMT_OK when the certificate at cert_path chains to the CA at
+ * ca_cert_path, carries the serverAuth extended key usage and names the
+ * hub role (subject OU); IOMT_E_AUTH naming the failed check otherwise. */
+int iomt_pki_check_server_cert(const char *ca_cert_path, const char *cert_path,
                                struct iomt_err *err);
 /* A client context for tests and benchmarks: same limits, verifies the
  * server against the fleet CA; cert/key may be NULL. */

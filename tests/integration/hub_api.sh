@@ -89,7 +89,7 @@ base64 -d "$work/cacerts" | openssl pkcs7 -inform DER -print_certs \
 
 # Authentication and roles.
 req 401 "$work/o" "$url/api/v1/devices"
-req 403 "$work/o" $(as clin) -d '{"device_id":"d","model":"m","criticality":"low"}' \
+req 403 "$work/o" $(as clin) -H 'Content-Type: application/json' -d '{"device_id":"d","model":"m","criticality":"low"}' \
     "$url/api/v1/devices"
 req 200 "$work/o" $(as clin) "$url/api/v1/devices"
 req 403 "$work/o" $(as clin) "$url/api/v1/audit"
@@ -112,7 +112,7 @@ req 405 "$work/o" $(as admin) -X PUT "$url/api/v1/devices"
 # Devices and one-time tokens.
 mkdev() { # id model criticality
     req 201 "$work/$1.created" $(as admin) -H 'Content-Type: application/json' \
-        -d "{\"device_id\":\"$1\",\"model\":\"$2\",\"criticality\":\"$3\"}" \
+        -H 'Content-Type: application/json' -d "{\"device_id\":\"$1\",\"model\":\"$2\",\"criticality\":\"$3\"}" \
         "$url/api/v1/devices"
     json "$work/$1.created" '["token"]' >"$work/$1.token"
 }
@@ -123,13 +123,13 @@ mkcsr() { # key-id cn
 }
 mkdev pump-01 infusion-pump high
 mkdev mon-01 patient-monitor medium
-req 409 "$work/o" $(as admin) -d '{"device_id":"pump-01","model":"m","criticality":"low"}' \
+req 409 "$work/o" $(as admin) -H 'Content-Type: application/json' -d '{"device_id":"pump-01","model":"m","criticality":"low"}' \
     "$url/api/v1/devices"
-req 400 "$work/o" $(as admin) -d '{"device_id":"bad id","model":"m","criticality":"low"}' \
+req 400 "$work/o" $(as admin) -H 'Content-Type: application/json' -d '{"device_id":"bad id","model":"m","criticality":"low"}' \
     "$url/api/v1/devices"
-req 400 "$work/o" $(as admin) -d '{"device_id":"d2","model":"m","criticality":"urgent"}' \
+req 400 "$work/o" $(as admin) -H 'Content-Type: application/json' -d '{"device_id":"d2","model":"m","criticality":"urgent"}' \
     "$url/api/v1/devices"
-req 400 "$work/o" $(as admin) -d 'not json' "$url/api/v1/devices"
+req 400 "$work/o" $(as admin) -H 'Content-Type: application/json' -d 'not json' "$url/api/v1/devices"
 
 tok=$(cat "$work/pump-01.token")
 mkcsr pump-01 pump-01
@@ -177,15 +177,15 @@ req 400 "$work/o" $(as pump-01) --data-binary @"$work/wrongcn.csr" \
 req 403 "$work/o" $(as pump-01) "$url/api/v1/devices"
 checkin() { # want who seq out
     req "$1" "$4" $(as "$2") -H 'Content-Type: application/json' \
-        -d "{\"version\":\"1.0.0\",\"seq\":$3,\"slot\":\"A\",\"state\":\"confirmed\"}" \
+        -H 'Content-Type: application/json' -d "{\"version\":\"1.0.0\",\"seq\":$3,\"slot\":\"A\",\"state\":\"confirmed\"}" \
         "$url/api/v1/checkin"
 }
 checkin 200 pump-01 1 "$work/ci"
 [ "$(json "$work/ci" '["release"]')" = None ] || fail "offer without release"
 checkin 403 admin 1 "$work/o"
-req 400 "$work/o" $(as pump-01) -d '{"version":"1","seq":-1,"slot":"A","state":"x"}' \
+req 400 "$work/o" $(as pump-01) -H 'Content-Type: application/json' -d '{"version":"1","seq":-1,"slot":"A","state":"x"}' \
     "$url/api/v1/checkin"
-req 400 "$work/o" $(as pump-01) -d '{"version":"1","seq":1,"slot":"C","state":"x"}' \
+req 400 "$work/o" $(as pump-01) -H 'Content-Type: application/json' -d '{"version":"1","seq":1,"slot":"C","state":"x"}' \
     "$url/api/v1/checkin"
 
 # ------------------------------------------------------------ releases
@@ -212,7 +212,8 @@ if [ "$signing" = 1 ]; then
     [ "$(json "$work/rel.json" '["image_digest"]')" = \
       "$(sha256sum "$work/fw.img" | cut -d' ' -f1)" ] ||
         fail "release digest differs from sha256sum"
-    req 400 "$work/o" $(as rel) --data-binary 'garbage' "$url/api/v1/releases"
+    req 400 "$work/o" $(as rel) -H 'Content-Type: application/suit-envelope+cose' \
+        --data-binary 'garbage' "$url/api/v1/releases"
 
     # Image upload: wrong bytes or size are refused (422), nothing kept.
     cp "$work/fw.img" "$work/bad.img"
@@ -235,14 +236,14 @@ if [ "$signing" = 1 ]; then
     checkin 200 pump-01 1 "$work/ci"
     [ "$(json "$work/ci" '["release"]')" = None ] || fail "offer before assignment"
     req 403 "$work/o" $(as pump-01) "$url/api/v1/releases/$rid/envelope"
-    req 403 "$work/o" $(as rel) -d "{\"release_id\":\"$rid\",\"model\":\"infusion-pump\"}" \
+    req 403 "$work/o" $(as rel) -H 'Content-Type: application/json' -d "{\"release_id\":\"$rid\",\"model\":\"infusion-pump\"}" \
         "$url/api/v1/assignments"
-    req 404 "$work/o" $(as admin) -d '{"release_id":"0000000000000000","model":"x"}' \
+    req 404 "$work/o" $(as admin) -H 'Content-Type: application/json' -d '{"release_id":"0000000000000000","model":"x"}' \
         "$url/api/v1/assignments"
     req 400 "$work/o" $(as admin) \
-        -d "{\"release_id\":\"$rid\",\"model\":\"x\",\"device_id\":\"pump-01\"}" \
+        -H 'Content-Type: application/json' -d "{\"release_id\":\"$rid\",\"model\":\"x\",\"device_id\":\"pump-01\"}" \
         "$url/api/v1/assignments"
-    req 201 "$work/as" $(as admin) -d "{\"release_id\":\"$rid\",\"model\":\"infusion-pump\"}" \
+    req 201 "$work/as" $(as admin) -H 'Content-Type: application/json' -d "{\"release_id\":\"$rid\",\"model\":\"infusion-pump\"}" \
         "$url/api/v1/assignments"
     [ "$(json "$work/as" '["assigned"]')" = 1 ] || fail "assigned count wrong"
 
@@ -264,7 +265,7 @@ if [ "$signing" = 1 ]; then
     req 403 "$work/o" $(as mon-01) "$url/api/v1/releases/$rid/image"
     req 403 "$work/o" $(as mon-01) "$url/api/v1/releases/$rid/envelope"
 
-    req 204 "$work/o" $(as pump-01) -d "{\"release_id\":\"$rid\",\"result\":\"installed\",\"reason\":\"\",\"version\":\"2.1.0\",\"seq\":7}" \
+    req 204 "$work/o" $(as pump-01) -H 'Content-Type: application/json' -d "{\"release_id\":\"$rid\",\"result\":\"installed\",\"reason\":\"\",\"version\":\"2.1.0\",\"seq\":7}" \
         "$url/api/v1/reports"
     req 200 "$work/devs" $(as sec) "$url/api/v1/devices"
     $py - "$work/devs" "$rid" <<'EOF' || fail "inventory does not show the install"
@@ -278,7 +279,7 @@ EOF
 else
     echo "SKIP: iomt sign not available; release checks skipped" >&2
 fi
-req 400 "$work/o" $(as pump-01) -d '{"release_id":"x","result":"maybe"}' \
+req 400 "$work/o" $(as pump-01) -H 'Content-Type: application/json' -d '{"release_id":"x","result":"maybe"}' \
     "$url/api/v1/reports"
 
 # Revocation: the device's certificate stops working.
@@ -369,13 +370,13 @@ EOF
     [ "$got" = "$1" ] || fail "raw request: want '$1', got '$got' for $2"
 }
 raw 400 'GARBAGE\r\n\r\n'
-raw 501 'DELETE /api/v1/devices HTTP/1.1\r\nHost: x\r\n\r\n'
+raw 405 'DELETE /api/v1/devices HTTP/1.1\r\nHost: x\r\n\r\n'
 raw 400 'GET /api/v1/devices HTTP/2.0\r\n\r\n'
 raw 431 'GET /api/v1/devices HTTP/1.1\r\nX-Big: @BIG@\r\n\r\n'
 raw 400 'POST /api/v1/devices HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}'
 raw 411 'POST /api/v1/devices HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'
 raw 400 'POST /api/v1/devices HTTP/1.1\r\nContent-Length: -1\r\n\r\n'
-raw 413 'POST /api/v1/devices HTTP/1.1\r\nContent-Length: 100000\r\n\r\n'
+raw 413 'POST /api/v1/devices HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n'
 raw 400 'GET /api/v1/devices HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}'
 raw 404 'GET /../../etc/passwd HTTP/1.1\r\nConnection: close\r\n\r\n'
 raw "200 200" 'GET /api/v1/devices HTTP/1.1\r\n\r\nGET /api/v1/devices HTTP/1.1\r\nConnection: close\r\n\r\n'
