@@ -163,7 +163,8 @@ bench_verify() {
     : >"$WORK/t_verify"; : >"$WORK/t_dgst"
     for ((i = 0; i < REPS; i++)); do
         t0=$(now_ns)
-        openssl dgst -sha256 "$img" >/dev/null || { fail "dgst failed"; return; }
+        openssl dgst -sha256 "$img" >/dev/null ||
+            { fail "verify: openssl dgst failed"; return; }
         t1=$(now_ns)
         echo $(((t1 - t0) / 1000)) >>"$WORK/t_dgst"
         t0=$(now_ns)
@@ -246,10 +247,11 @@ json_field() {
 
 # create_device ID: registers the device, prints its one-time token.
 create_device() {
-    local out
+    local out body
+    body="{\"device_id\":\"$1\",\"model\":\"bench-pump\","
+    body+="\"criticality\":\"low\"}"
     out=$(admin_api POST /api/v1/devices \
-        -H 'Content-Type: application/json' \
-        -d "{\"device_id\":\"$1\",\"model\":\"bench-pump\",\"criticality\":\"low\"}") ||
+        -H 'Content-Type: application/json' -d "$body") ||
         { fail "hub: POST /api/v1/devices failed: $out"; return 1; }
     printf '%s' "$out" | json_field token ||
         { fail "hub: no token in: $out"; return 1; }
@@ -434,7 +436,7 @@ bench_agent() {
 
 # ---------------------------------------------------------------- report
 report() {
-    local cpus ossl ngv row='%-32s %-16s %-22s %s\n'
+    local cpus ossl ngv row='%-32s %-16s %-24s %s\n'
     cpus=$(nproc)
     ossl=$(openssl version | awk '{print $1, $2}')
     ngv=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
