@@ -10,14 +10,16 @@
 # Everything binds 127.0.0.1, every loop is bounded, and every process this
 # script starts is stopped on exit.
 #
-# Environment: IOMT_BIN (build dir, default ./build), BENCH_WORKERS (2),
-# BENCH_CONNS (8), BENCH_SECONDS (3 per round), BENCH_ROUNDS (5),
+# Environment: IOMT_BIN or BUILD (build dir, default ./build),
+# BENCH_WORKERS (2), BENCH_CONNS (8), BENCH_SECONDS (3 per round), BENCH_ROUNDS (5),
 # BENCH_REPS (5), BENCH_IMAGE_MIB (256), BENCH_AGENT_IMAGE_MIB (16),
 # BENCH_KEEP=1 keeps the scratch dir.
 set -uo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${IOMT_BIN:-$SRC/build}
+# make passes BUILD through when it is given on its command line.
+BIN=${IOMT_BIN:-${BUILD:-build}}
+case "$BIN" in /*) ;; *) BIN=$SRC/$BIN ;; esac
 WORKERS=${BENCH_WORKERS:-2}
 CONNS=${BENCH_CONNS:-8}
 LOAD_SECONDS=${BENCH_SECONDS:-3}
@@ -424,19 +426,26 @@ bench_agent() {
         -d "{\"release_id\":\"$rid\",\"device_id\":\"$dev\"}") ||
         { fail "agent: assignment failed: $out"; return; }
 
-    out=$("$GNU_TIME" -f %M -o "$a/rss" "$AGENT" run --state "$a/state" \
+    if ! out=$("$GNU_TIME" -f %M -o "$a/rss" "$AGENT" run --state "$a/state" \
         --hub "https://127.0.0.1:$HUB_PORT" --ca "$CA_CERT" \
-        --trust-anchor "$pub" --quiet 2>&1)
-    case "$out" in
-    *result=installed*)
-        R_AGENT_MEM="$(mib "$(tail -n 1 "$a/rss")")" ;;
-    *) fail "agent: the update cycle did not install: $out" ;;
-    esac
+        --trust-anchor "$pub" --quiet 2>&1); then
+        fail "agent: iomt-agent run failed: $out"; return
+    fi
+    # Counted only when the device now runs the new release, confirmed.
+    out=$("$AGENT" status --state "$a/state" --json 2>&1)
+    if printf '%s' "$out" | $PY -c 'import json, sys
+d = json.load(sys.stdin)
+act = [s for s in d["slots"] if s["slot"] == d["active"]]
+sys.exit(0 if d["confirmed"] and act and act[0]["seq"] == 2 else 1)'; then
+        R_AGENT_MEM="$(mib "$(tail -n 1 "$a/rss")")"
+    else
+        fail "agent: the update cycle did not install sequence 2: $out"
+    fi
 }
 
 # ---------------------------------------------------------------- report
 report() {
-    local cpus ossl ngv row='%-32s %-16s %-24s %s\n'
+    local cpus ossl ngv row='%-30s %-18s %-24s %s\n'
     cpus=$(nproc)
     ossl=$(openssl version | awk '{print $1, $2}')
     ngv=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
@@ -450,14 +459,14 @@ report() {
     printf "$row" measurement iomtsec anchor ratio
     printf "$row" "verify ${IMAGE_MIB} MiB image (time)" "$R_VERIFY" \
         "openssl dgst $R_DGST" "$R_VERIFY_RATIO"
-    printf "$row" "mutual-TLS check-ins per second" "$R_HUB" \
+    printf "$row" "mTLS check-ins per second" "$R_HUB" \
         "nginx $R_NGINX" "$R_TLS_RATIO"
     printf "$row" "server CPU per 1000 check-ins" "$R_HUB_CPU" \
         "nginx $R_NGINX_CPU" "$R_CPU_RATIO"
-    printf "$row" "peak memory, hub under load" "$R_HUB_MEM" \
+    printf "$row" "peak RSS, hub under load" "$R_HUB_MEM" \
         "nginx $R_NGINX_MEM" ""
-    printf "$row" "peak memory, iomt verify" "$R_VERIFY_RSS" "" ""
-    printf "$row" "peak memory, agent update ${AGENT_IMAGE_MIB} MiB" \
+    printf "$row" "peak RSS, iomt verify" "$R_VERIFY_RSS" "" ""
+    printf "$row" "peak RSS, agent update ${AGENT_IMAGE_MIB} MiB" \
         "$R_AGENT_MEM" "" ""
     printf '\nratio verify/openssl-dgst = %s (goal <= 1.10x)\n' \
         "$R_VERIFY_RATIO"
