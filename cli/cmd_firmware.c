@@ -191,6 +191,15 @@ int cmd_sign(int argc, char **argv)
             prm.class = optarg;
             break;
         case 'v':
+            /* Hubs and devices carry the version in inventories, logs and
+             * reports as printable ASCII; refuse here what they would. */
+            for (const char *c = optarg; *c != '\0'; c++) {
+                if (*c < 0x20 || *c > 0x7e) {
+                    usage_error("sign", usage,
+                                "--version: printable ASCII only");
+                    return IOMT_EXIT_USAGE;
+                }
+            }
             prm.version = optarg;
             break;
         case 'b':

@@ -253,6 +253,37 @@ static void test_sign_rejects_bad_text(void **state)
     assert_null(env);
 }
 
+/* CBOR text must be UTF-8 (RFC 8949 3.1): stray bytes, overlong forms,
+ * surrogates and code points past U+10FFFF are refused, real text kept. */
+static void test_text_must_be_utf8(void **state)
+{
+    static const char *bad[] = {
+        "v\xff",        "\xc0\xaf",         "\xe0\x80\xaf",
+        "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82",
+    };
+    struct fixture *f = *state;
+    struct iomt_suit_params p;
+    struct iomt_suit_manifest m;
+    struct iomt_err err = {0};
+    uint8_t *env = NULL;
+    size_t len = 0, i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fill_params(&p, 0);
+        p.version = bad[i];
+        assert_int_equal(iomt_suit_sign(&p, f->es256, &env, &len, &err),
+                         IOMT_E_INPUT);
+        assert_non_null(strstr(err.msg, "not UTF-8"));
+        assert_null(env);
+    }
+    fill_params(&p, 0);
+    p.version = "2.0 \xc3\xbc \xe2\x82\xac \xf0\x9f\x92\x89";
+    assert_int_equal(iomt_suit_sign(&p, f->es256, &env, &len, &err), IOMT_OK);
+    assert_int_equal(iomt_suit_verify(env, len, f->es256, &m, &err), IOMT_OK);
+    assert_string_equal(m.version, p.version);
+    free(env);
+}
+
 static void write_bytes(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -505,6 +536,7 @@ int main(void)
         cmocka_unit_test(test_every_bit_flip_and_truncation),
         cmocka_unit_test(test_duplicate_member),
         cmocka_unit_test(test_sign_rejects_bad_text),
+        cmocka_unit_test(test_text_must_be_utf8),
         cmocka_unit_test(test_check_image_and_seq),
         cmocka_unit_test(test_normalise),
         cmocka_unit_test(test_draft_examples),
