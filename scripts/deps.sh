@@ -8,7 +8,7 @@ build=(cmake ninja-build pkg-config gcc libssl-dev libsqlite3-dev
 test=(libcmocka-dev curl python3-cryptography python3-cbor2 clang-format
       cppcheck sqlite3)
 demo=(ca-certificates curl)
-bench=(nginx-light time)
+bench=(nginx-light time curl python3 procps)
 
 want=("${build[@]}")
 for step in "$@"; do
