@@ -7,7 +7,7 @@ build=(cmake ninja-build pkg-config gcc libssl-dev libsqlite3-dev
        libjansson-dev libevent-dev libcurl4-openssl-dev openssl)
 test=(libcmocka-dev curl python3-cryptography python3-cbor2 clang-format
       cppcheck sqlite3)
-demo=(ca-certificates curl)
+demo=(ca-certificates curl python3)
 bench=(nginx-light time curl python3 procps)
 
 want=("${build[@]}")
