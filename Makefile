@@ -5,7 +5,7 @@ CMAKE_GEN  := -G Ninja
 JOBS       ?= $(shell nproc)
 
 .PHONY: all build deps check test unit asan format-check cppcheck demo bench \
-        clean format
+        clean format metrics
 
 all: build
 
@@ -53,6 +53,9 @@ demo: build
 bench: build
 	@scripts/deps.sh bench
 	@scripts/bench.sh
+
+metrics:
+	@/usr/bin/python3 scripts/style-metrics.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) demo bench/out
