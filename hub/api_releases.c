@@ -118,7 +118,12 @@ void releases_upload(struct hub_req *req)
     env_len = iomt_suit_normalise(env, req->body_len);
     if (env_len <= 0 ||
         iomt_suit_parse(env, (size_t)env_len, &m, &err) != IOMT_OK) {
-        hub_reply_error(req, 400, "bad_envelope", "envelope",
+        /* The parser names the field first ("component-version: ..."):
+         * pass the one a client can act on. */
+        hub_reply_error(req, 400, "bad_envelope",
+                        strncmp(err.msg, "component-version", 17) == 0
+                            ? "version"
+                            : "envelope",
                         env_len <= 0 ? "neither CBOR nor hex" : err.msg);
         goto out_free;
     }

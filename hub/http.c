@@ -38,6 +38,7 @@ struct hub_worker {
     const struct hub_config *cfg;
     struct event_base *base;
     struct evconnlistener *listener;
+    struct event *stop_ev;
     OSSL_LIB_CTX *libctx;
     SSL_CTX *ssl_ctx;
     struct store *store;
@@ -744,6 +745,18 @@ static struct event_base *new_base(void)
     return base;
 }
 
+/* Runs inside the worker's loop. A loopbreak sent from another thread
+ * before the loop starts is forgotten (the loop clears it on entry); an
+ * activated event is not, so stopping works at any moment. */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hub_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(w->base);
+}
+
 struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd)
 {
     struct hub_worker *w = calloc(1, sizeof(*w));
@@ -763,7 +776,8 @@ struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd)
         goto out_fail;
     }
     w->base = new_base();
-    if (w->base == NULL)
+    w->stop_ev = w->base != NULL ? event_new(w->base, -1, 0, stop_cb, w) : NULL;
+    if (w->stop_ev == NULL)
         goto out_fail;
     if (store_open(cfg->db_path, &w->store, &err) != IOMT_OK) {
         hub_log("error", "store_open", "msg=\"%s\"", err.msg);
@@ -801,7 +815,7 @@ void hub_worker_stop(struct hub_worker *w)
 {
     if (w == NULL || !w->started)
         return;
-    event_base_loopbreak(w->base);
+    event_active(w->stop_ev, EV_READ, 0);
     pthread_join(w->thread, NULL);
     w->started = 0;
 }
@@ -813,6 +827,8 @@ void hub_worker_free(struct hub_worker *w)
     hub_worker_stop(w);
     if (w->listener != NULL)
         evconnlistener_free(w->listener);
+    if (w->stop_ev != NULL)
+        event_free(w->stop_ev);
     if (w->base != NULL)
         event_base_free(w->base);
     store_close(w->store);

@@ -655,8 +655,7 @@ int iomt_pki_check_server_cert(const char *ca_cert_path, const char *cert_path,
     store = X509_STORE_new();
     vctx = X509_STORE_CTX_new();
     if (store == NULL || vctx == NULL || X509_STORE_add_cert(store, ca) != 1 ||
-        X509_STORE_CTX_init(vctx, store, cert, NULL) != 1 ||
-        X509_STORE_CTX_set_purpose(vctx, X509_PURPOSE_SSL_SERVER) != 1)
+        X509_STORE_CTX_init(vctx, store, cert, NULL) != 1)
         goto out_free;
     if (X509_verify_cert(vctx) != 1) {
         rc = iomt_err_set(
@@ -665,20 +664,20 @@ int iomt_pki_check_server_cert(const char *ca_cert_path, const char *cert_path,
             X509_verify_cert_error_string(X509_STORE_CTX_get_error(vctx)));
         goto out_free;
     }
-    /* X509_PURPOSE_SSL_SERVER lets a certificate without any extended key
-     * usage through; the hub's must say serverAuth outright. */
-    if (!(X509_get_extension_flags(cert) & EXFLAG_XKUSAGE) ||
-        !(X509_get_extended_key_usage(cert) & XKU_SSL_SERVER)) {
-        rc = iomt_err_set(err, IOMT_E_AUTH,
-                          "%s: lacks the serverAuth extended key usage",
-                          cert_path);
-        goto out_free;
-    }
     rc = identity_from_x509(cert, &id, err);
-    if (rc == IOMT_OK && strcmp(id.role, IOMT_ROLE_HUB) != 0)
+    if (rc != IOMT_OK)
+        goto out_free;
+    if (strcmp(id.role, IOMT_ROLE_HUB) != 0) {
         rc = iomt_err_set(err, IOMT_E_AUTH,
                           "%s: role (subject OU) is \"%s\", not \"hub\"",
                           cert_path, id.role);
+        goto out_free;
+    }
+    if (!(X509_get_extension_flags(cert) & EXFLAG_XKUSAGE) ||
+        !(X509_get_extended_key_usage(cert) & XKU_SSL_SERVER))
+        rc = iomt_err_set(err, IOMT_E_AUTH,
+                          "%s: lacks the serverAuth extended key usage",
+                          cert_path);
 out_free:
     ERR_clear_error();
     X509_STORE_CTX_free(vctx);
