@@ -278,11 +278,21 @@ while IFS=$'\t' read -r dev _ model oldv olds newv news result reason; do
     installed) updated=$((updated + 1)) ;;
     rejected) rejected=$((rejected + 1)) ;;
     esac
+    change="$oldv -> $newv"
+    [ "$result" = rejected ] && change="$oldv (kept)"
     printf '%-22s %-22s %-8s %-16s %-10s %s\n' "$dev" "$model" \
-        "${dev_crit[$dev]}" "$oldv -> $newv" "$result" "${reason:-}"
+        "${dev_crit[$dev]}" "$change" "$result" "${reason:-}"
 done <"$out/fleet/update.tsv"
 
+# What the hub recorded, read back as the security team would.
 api security 200 GET /api/v1/devices >"$out/fleet/inventory.json"
+/usr/bin/python3 - "$out/fleet/inventory.json" <<'PY'
+import collections, json, sys
+devices = json.load(open(sys.argv[1]))["devices"]
+seen = collections.Counter((d["version"], d["last_result"]) for d in devices)
+print("hub inventory:", ", ".join(
+    f"{n} at {v} ({r})" for (v, r), n in sorted(seen.items())))
+PY
 elapsed=$(($(date +%s) - start))
 echo
 echo "$updated devices updated, $rejected tampered release rejected" \
