@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "agent.h"
+#include "iomt/file.h"
 #include "iomt/suit.h"
 
 #define JSON_MAX       (64 * 1024)
@@ -61,41 +62,6 @@ static int join_path(char *out, size_t cap, const char *dir, const char *name)
     int n = snprintf(out, cap, "%s/%s", dir, name);
 
     return (n < 0 || (size_t)n >= cap) ? -1 : 0;
-}
-
-/* Reads at most cap bytes of a file; more than cap is an error. */
-static int read_file(const char *path, size_t cap, uint8_t **out, size_t *len)
-{
-    uint8_t *buf = malloc(cap + 1);
-    size_t got = 0;
-    int fd;
-
-    *out = NULL;
-    *len = 0;
-    if (buf == NULL)
-        return -1;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        free(buf);
-        return -1;
-    }
-    while (got <= cap) {
-        ssize_t r = read(fd, buf + got, cap + 1 - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got > cap) {
-        free(buf);
-        return -1;
-    }
-    buf[got] = 0;
-    *out = buf;
-    *len = got;
-    return 0;
 }
 
 /* Writes a file whole, via a temporary name, so a reader never sees half. */
@@ -149,7 +115,7 @@ static int read_device_id(const char *dir, char *id, size_t cap)
     char *nl;
 
     if (join_path(path, sizeof(path), dir, "device.conf") != 0 ||
-        read_file(path, 1024, &buf, &len) != 0)
+        iomt_file_read(path, 1024, &buf, &len, NULL) != IOMT_OK)
         return -1;
     if (strncmp((char *)buf, "device_id=", 10) != 0) {
         free(buf);
@@ -419,18 +385,6 @@ static void remove_partial(const char *dir)
     rmdir(dir);
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc;
-
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* The EST body is the CSR's DER in base64: the PEM body without armour. */
 static char *pem_to_b64(const char *pem, size_t n)
 {
@@ -459,15 +413,15 @@ static int provision_slots(const char *dir, const struct device_opts *o,
                            const struct enrol_opts *e, char *reason, size_t cap)
 {
     struct iomt_err err = {0};
+    struct iomt_err ferr = {0};
     uint8_t *env = NULL;
     size_t env_len = 0;
     long norm;
     int rc;
 
-    if (read_file(e->factory_envelope, IOMT_SUIT_ENVELOPE_MAX * 2, &env,
-                  &env_len) != 0) {
-        snprintf(reason, cap, "--factory-envelope: cannot read %s",
-                 e->factory_envelope);
+    if (iomt_file_read(e->factory_envelope, IOMT_SUIT_ENVELOPE_MAX * 2, &env,
+                       &env_len, &ferr) != IOMT_OK) {
+        snprintf(reason, cap, "--factory-envelope: %s", ferr.msg);
         return AGENT_EXIT_USAGE;
     }
     norm = iomt_suit_normalise(env, env_len);
@@ -609,7 +563,7 @@ int device_enrol(const struct device_opts *o, const struct enrol_opts *e,
     }
     if (est_enrol(o, tmp, e, key, serial, sizeof(serial), reason, cap) != 0)
         goto out_remove;
-    if (fsync_dir(tmp) != 0 || rename(tmp, o->state_dir) != 0) {
+    if (iomt_file_sync_dir(tmp) != 0 || rename(tmp, o->state_dir) != 0) {
         snprintf(reason, cap, "state: cannot move the new state into %s: %s",
                  o->state_dir, strerror(errno));
         goto out_remove;
@@ -617,7 +571,7 @@ int device_enrol(const struct device_opts *o, const struct enrol_opts *e,
     rc = 0;
     /* The certificate is issued and the token spent: the directory stays
      * even if the rename cannot be made durable, but the operator hears. */
-    if (fsync_dir(parent) != 0)
+    if (iomt_file_sync_dir(parent) != 0)
         agent_log(0, e->device_id, "event=warning reason=\"fsync %s failed\"",
                   parent);
     agent_log(o->quiet, e->device_id, "event=enrolled serial=%s", serial);

@@ -76,19 +76,26 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
+int iomt_file_sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc;
+
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
 /* Makes the rename itself durable: fsync of the containing directory. */
 static void sync_parent(const char *path)
 {
     char copy[PATH_CAP];
-    int fd;
 
     if (snprintf(copy, sizeof(copy), "%s", path) >= (int)sizeof(copy))
         return;
-    fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    (void)fsync(fd);
-    close(fd);
+    (void)iomt_file_sync_dir(dirname(copy));
 }
 
 int iomt_file_write_atomic(const char *path, const void *data, size_t n,

@@ -28,4 +28,7 @@ int iomt_file_read(const char *path, size_t cap, uint8_t **out, size_t *len,
 int iomt_file_write_atomic(const char *path, const void *data, size_t n,
                            mode_t mode, struct iomt_err *err);
 
+/* fsync of a directory, so a rename or unlink inside it is durable. */
+int iomt_file_sync_dir(const char *dir);
+
 #endif
