@@ -14,6 +14,7 @@ clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -D_GNU_SOURCE -I "$src/include" -I "$src/lib" \
     "$src/fuzz/fuzz_suit.c" "$src/lib/suit.c" "$src/lib/cose.c" \
     "$src/lib/cbor.c" "$src/lib/crypto.c" "$src/lib/error.c" \
+    "$src/lib/file.c" \
     -lcrypto -o "$out/fuzz_suit"
 
 for f in "$data"/suit/manifest-spec/*.signed.hex \
