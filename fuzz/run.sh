@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds fuzz/fuzz_suit.c with clang's libFuzzer, ASan and UBSan, seeds it
 # with the SUIT drafts' signed examples, and runs it for a bounded time.
-# Usage: fuzz/run.sh [SECONDS] (default 60). Not part of make check.
+# Usage: fuzz/run.sh [SECONDS] (default 60); FUZZ_RUNS=N for a fixed run.
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,5 +26,8 @@ for f in "$data"/suit/manifest-spec/*.signed.hex \
 done
 cp "$data"/suit/libcsuit/*.suit "$out/corpus/"
 
-"$out/fuzz_suit" -max_total_time="$seconds" -max_len=4096 \
+# FUZZ_RUNS=N makes a fixed, seeded run (the smoke test in make check).
+limit=(-max_total_time="$seconds")
+[ -n "${FUZZ_RUNS:-}" ] && limit=(-runs="$FUZZ_RUNS" -seed=1)
+"$out/fuzz_suit" "${limit[@]}" -max_len=4096 \
     -artifact_prefix="$out/" "$out/corpus"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 build=(cmake ninja-build pkg-config gcc libssl-dev libsqlite3-dev
        libjansson-dev libevent-dev libcurl4-openssl-dev openssl)
-test=(libcmocka-dev curl python3-cryptography python3-cbor2 clang-format
+test=(libcmocka-dev curl clang libclang-rt-14-dev python3-cryptography python3-cbor2 clang-format
       cppcheck sqlite3)
 demo=(ca-certificates curl python3)
 bench=(nginx-light time curl python3 procps)
