@@ -29,6 +29,7 @@ enum route {
 };
 
 static const char *const roles_admin[] = {IOMT_ROLE_ADMIN, NULL};
+static const char *const roles_device[] = {IOMT_ROLE_DEVICE, NULL};
 static const char *const roles_read[] = {IOMT_ROLE_ADMIN, IOMT_ROLE_SECURITY,
                                          IOMT_ROLE_CLINICAL, NULL};
 static const char *const roles_release[] = {IOMT_ROLE_RELEASE, IOMT_ROLE_ADMIN,
@@ -56,8 +57,6 @@ int api_require(struct hub_req *req, const char *const *roles)
 
 int api_require_device(struct hub_req *req)
 {
-    static const char *const roles_device[] = {IOMT_ROLE_DEVICE, NULL};
-
     if (!api_require(req, roles_device))
         return 0;
     /* A valid signature is not enough: the hub must have issued this very
@@ -369,8 +368,12 @@ enum hub_body api_begin(struct hub_req *req, size_t *mem_limit)
         return HUB_BODY_NONE;
     case R_ENROLL:
         return HUB_BODY_MEM; /* the token is checked with the body */
-    case R_REENROLL:
     case R_CHECKIN:
+        /* The issued-and-not-revoked check runs inside the check-in's
+         * own transaction (devices_checkin), not in a read of its own. */
+        ok = api_require(req, roles_device);
+        break;
+    case R_REENROLL:
     case R_REPORT:
     case R_ENVELOPE_GET:
     case R_IMAGE_GET:

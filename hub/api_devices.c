@@ -155,13 +155,98 @@ static int slot_ok(const char *slot)
     return slot != NULL && (strcmp(slot, "A") == 0 || strcmp(slot, "B") == 0);
 }
 
+/* One check-in's writes, inside the caller's transaction. */
+static int checkin_write(struct hub_req *req, json_t **offer)
+{
+    const struct hub_checkin *ci = &req->checkin;
+    char detail[160];
+    int rc;
+
+    /* A valid signature is not enough: the hub must have issued this very
+     * certificate to this device, and neither may have been revoked. */
+    if (!store_device_cert_ok(req->store, req->id.name, req->id.serial_hex))
+        return IOMT_E_AUTH;
+    snprintf(detail, sizeof(detail), "seq=%llu slot=%s state=%s",
+             (unsigned long long)ci->seq, ci->slot, ci->state);
+    rc = store_checkin(req->store, req->id.name, ci->version, ci->seq, ci->slot,
+                       ci->state, (int64_t)time(NULL));
+    if (rc == IOMT_OK) {
+        *offer = offer_json(req, ci->seq);
+        if (*offer == NULL)
+            rc = IOMT_E_NOMEM;
+    }
+    if (rc == IOMT_OK)
+        rc = api_audit(req, "checkin", req->id.name, detail);
+    return rc;
+}
+
+/* Check-ins are frequent and restatable: NORMAL sync keeps them off the
+ * fsync path (enrolment, releases and reports stay FULL). */
+static int checkin_batch(struct hub_req **reqs, size_t n, json_t **offers)
+{
+    struct store *store = reqs[0]->store;
+    size_t i;
+    int rc = IOMT_OK;
+
+    if (store_begin(store, 0) != IOMT_OK)
+        return IOMT_E_STATE;
+    for (i = 0; i < n && rc == IOMT_OK; i++) {
+        rc = checkin_write(reqs[i], &offers[i]);
+        /* Refused before it wrote anything: the others go on. */
+        if (rc == IOMT_E_AUTH && n > 1)
+            rc = IOMT_OK;
+    }
+    if (rc != IOMT_OK) {
+        store_rollback(store);
+        return rc;
+    }
+    return store_commit(store);
+}
+
+static void checkin_answer(struct hub_req *req, int rc, json_t *offer)
+{
+    if (rc == IOMT_E_AUTH || (rc == IOMT_OK && offer == NULL))
+        hub_reply_error(req, 403, "forbidden", "certificate",
+                        "certificate unknown or revoked");
+    else if (rc == IOMT_E_STATE)
+        hub_reply_error(req, 503, "storage", "", "store busy");
+    else if (rc != IOMT_OK)
+        hub_reply_error(req, 500, "storage", "", "could not record");
+    else
+        hub_reply_json(req, 200, json_pack("{s:O}", "release", offer));
+}
+
+/*
+ * The worker's group commit: every check-in that arrived in one loop
+ * turn shares a transaction, and none is answered before it commits. If
+ * the batch fails, each is retried on its own so one bad write cannot
+ * fail the others.
+ */
+static void checkins_flush(struct hub_req **reqs, size_t n)
+{
+    json_t *offers[HUB_DEFER_MAX] = {0};
+    size_t i;
+    int rc;
+
+    rc = checkin_batch(reqs, n, offers);
+    for (i = 0; i < n; i++) {
+        if (rc != IOMT_OK && n > 1) {
+            json_decref(offers[i]);
+            offers[i] = NULL;
+            checkin_answer(reqs[i], checkin_batch(&reqs[i], 1, &offers[i]),
+                           offers[i]);
+        } else {
+            checkin_answer(reqs[i], rc, offers[i]);
+        }
+        json_decref(offers[i]);
+    }
+}
+
 void devices_checkin(struct hub_req *req)
 {
     const char *version, *slot, *state, *bad = NULL;
-    char detail[160];
-    json_t *body = api_parse_json(req), *offer;
-    uint64_t seq = 0;
-    int rc;
+    struct hub_checkin *ci = &req->checkin;
+    json_t *body = api_parse_json(req);
 
     if (body == NULL)
         return;
@@ -173,7 +258,7 @@ void devices_checkin(struct hub_req *req)
      * audit detail, so versions are printable ASCII. */
     if (!api_text_ok(version, STORE_TEXT_MAX))
         bad = "version";
-    else if (api_json_u64(body, "seq", &seq) != 0)
+    else if (api_json_u64(body, "seq", &ci->seq) != 0)
         bad = "seq";
     else if (!slot_ok(slot))
         bad = "slot";
@@ -183,24 +268,10 @@ void devices_checkin(struct hub_req *req)
         hub_reply_error(req, 400, "bad_field", bad, "missing or invalid");
         goto out_free;
     }
-    snprintf(detail, sizeof(detail), "seq=%llu slot=%s state=%s",
-             (unsigned long long)seq, slot, state);
-    /* Check-ins are frequent and restatable: NORMAL sync keeps them off
-     * the fsync path; enrolment, releases and reports stay FULL. */
-    if (store_begin(req->store, 0) != IOMT_OK) {
-        hub_reply_error(req, 503, "storage", "", "store busy");
-        goto out_free;
-    }
-    rc = store_checkin(req->store, req->id.name, version, seq, slot, state,
-                       (int64_t)time(NULL));
-    offer = rc == IOMT_OK ? offer_json(req, seq) : NULL;
-    rc = commit_with_audit(req, rc, "checkin", req->id.name, detail);
-    if (rc != IOMT_OK || offer == NULL) {
-        json_decref(offer);
-        hub_reply_error(req, 500, "storage", "", "could not record");
-        goto out_free;
-    }
-    hub_reply_json(req, 200, json_pack("{s:o}", "release", offer));
+    snprintf(ci->version, sizeof(ci->version), "%s", version);
+    snprintf(ci->slot, sizeof(ci->slot), "%s", slot);
+    snprintf(ci->state, sizeof(ci->state), "%s", state);
+    hub_defer(req, checkins_flush);
 out_free:
     json_decref(body);
 }

@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -39,6 +40,9 @@ struct hub_worker {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *stop_ev;
+    struct event *flush_ev;
+    struct hub_req *defer_head;
+    hub_flush_fn flush;
     OSSL_LIB_CTX *libctx;
     SSL_CTX *ssl_ctx;
     struct store *store;
@@ -46,7 +50,7 @@ struct hub_worker {
     int started;
 };
 
-enum conn_state { CS_HEADERS, CS_BODY, CS_WRITING };
+enum conn_state { CS_HEADERS, CS_BODY, CS_DEFERRED, CS_WRITING };
 
 struct hub_conn {
     struct hub_worker *w;
@@ -192,8 +196,23 @@ int hub_listen(const char *listen_addr, int allow_remote, int *fd_out,
     return 0;
 }
 
+/* Takes a request off its worker's group-commit queue. */
+static void undefer(struct hub_conn *c)
+{
+    struct hub_req **pp = &c->w->defer_head;
+
+    while (*pp != NULL && *pp != &c->req)
+        pp = &(*pp)->defer_next;
+    if (*pp != NULL)
+        *pp = c->req.defer_next;
+    c->req.defer_next = NULL;
+    c->req.deferred = 0;
+}
+
 static void conn_free(struct hub_conn *c)
 {
+    if (c->req.deferred)
+        undefer(c);
     if (c->in_request)
         api_abort(&c->req);
     if (c->bev != NULL)
@@ -228,6 +247,49 @@ static void reply_headers(struct hub_req *req, int status,
     req->replied = status;
     c->state = CS_WRITING;
     c->in_request = 0;
+}
+
+void hub_defer(struct hub_req *req, hub_flush_fn flush)
+{
+    struct hub_worker *w = req->conn->w;
+
+    req->deferred = 1;
+    req->defer_next = w->defer_head;
+    w->defer_head = req;
+    w->flush = flush;
+    /* Joins the end of this loop turn's active events; a second call
+     * while it is pending changes nothing. */
+    event_active(w->flush_ev, EV_READ, 0);
+}
+
+/* Hands the queued requests to the flush, at most HUB_DEFER_MAX at a time,
+ * oldest first. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hub_worker *w = arg;
+    struct hub_req *batch[HUB_DEFER_MAX], *r;
+    size_t n = 0, i;
+
+    (void)fd;
+    (void)what;
+    while (w->defer_head != NULL) {
+        for (n = 0, r = w->defer_head; r != NULL && n < HUB_DEFER_MAX;
+             r = r->defer_next)
+            batch[n++] = r;
+        /* The list is newest first: answer in arrival order. */
+        for (i = 0; i < n / 2; i++) {
+            r = batch[i];
+            batch[i] = batch[n - 1 - i];
+            batch[n - 1 - i] = r;
+        }
+        for (i = 0; i < n; i++)
+            undefer(batch[i]->conn);
+        w->flush(batch, n);
+        for (i = 0; i < n; i++) {
+            if (!batch[i]->replied)
+                hub_reply_error(batch[i], 500, "internal", "", "no answer");
+        }
+    }
 }
 
 void hub_reply(struct hub_req *req, int status, const char *content_type,
@@ -611,7 +673,9 @@ static void read_body(struct hub_conn *c, struct evbuffer *in)
         c->req.body = c->req.body_len ? evbuffer_pullup(c->body, -1) : NULL;
     }
     api_finish(&c->req);
-    if (!c->req.replied)
+    if (c->req.deferred)
+        c->state = CS_DEFERRED;
+    else if (!c->req.replied)
         hub_reply_error(&c->req, 500, "internal", "", "no answer");
 }
 
@@ -630,7 +694,7 @@ static void conn_process(struct hub_conn *c)
             if (c->state == CS_BODY)
                 return;
         } else {
-            return; /* CS_WRITING: wait until the answer is out */
+            return; /* deferred or writing: wait for the answer */
         }
     }
 }
@@ -661,8 +725,16 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct hub_conn *c = arg;
 
-    if (what & BEV_EVENT_CONNECTED)
+    if (what & BEV_EVENT_CONNECTED) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+        /* With read ahead, the request that followed the client's
+         * Finished is already inside OpenSSL, and the socket will not
+         * turn readable for it again: run the read side once by hand. */
+        if (ssl != NULL && SSL_has_pending(ssl))
+            event_active(&bev->ev_read, EV_READ, 1);
         return;
+    }
     if (what & BEV_EVENT_ERROR) {
         unsigned long e = bufferevent_get_openssl_error(bev);
 
@@ -775,9 +847,15 @@ struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd)
         hub_log("error", "tls", "msg=\"%s\"", err.msg);
         goto out_fail;
     }
+    /* A check-in is half a dozen TLS records from the client; read ahead
+     * takes them in one read each time instead of a header and a body
+     * read per record (nginx sets it too). */
+    SSL_CTX_set_read_ahead(w->ssl_ctx, 1);
     w->base = new_base();
     w->stop_ev = w->base != NULL ? event_new(w->base, -1, 0, stop_cb, w) : NULL;
-    if (w->stop_ev == NULL)
+    w->flush_ev =
+        w->base != NULL ? event_new(w->base, -1, 0, flush_cb, w) : NULL;
+    if (w->stop_ev == NULL || w->flush_ev == NULL)
         goto out_fail;
     if (store_open(cfg->db_path, &w->store, &err) != IOMT_OK) {
         hub_log("error", "store_open", "msg=\"%s\"", err.msg);
@@ -829,6 +907,8 @@ void hub_worker_free(struct hub_worker *w)
         evconnlistener_free(w->listener);
     if (w->stop_ev != NULL)
         event_free(w->stop_ev);
+    if (w->flush_ev != NULL)
+        event_free(w->flush_ev);
     if (w->base != NULL)
         event_base_free(w->base);
     store_close(w->store);

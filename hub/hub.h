@@ -18,6 +18,7 @@
 #define HUB_IMAGE_MAX_DEF (512ULL * 1024 * 1024)
 #define HUB_PATH_MAX      256
 #define HUB_RELEASE_ID    16 /* hex characters */
+#define HUB_DEFER_MAX     64 /* requests in one group commit */
 
 struct store;
 
@@ -50,6 +51,14 @@ enum hub_body { HUB_BODY_NONE, HUB_BODY_MEM, HUB_BODY_STREAM };
 
 struct hub_conn;
 
+/* A validated check-in waiting for its worker's group commit. */
+struct hub_checkin {
+    char version[65];
+    uint64_t seq;
+    char slot[2];
+    char state[16];
+};
+
 struct hub_req {
     struct hub_conn *conn;
     const struct hub_config *cfg;
@@ -73,6 +82,10 @@ struct hub_req {
     struct iomt_sha256 *up_hash;
     uint64_t up_got;
     char up_release[HUB_RELEASE_ID + 1];
+    /* Deferred answers (hub_defer): the check-in and the worker's queue. */
+    struct hub_checkin checkin;
+    int deferred;
+    struct hub_req *defer_next;
 };
 
 /* http.c: the listener and the connection state machine. */
@@ -96,6 +109,14 @@ void hub_reply(struct hub_req *req, int status, const char *content_type,
 /* Takes ownership of fd and sends size bytes of it. */
 void hub_reply_file(struct hub_req *req, int status, const char *content_type,
                     int fd, uint64_t size);
+/*
+ * Group commit: the request is answered later, from the worker's flush,
+ * which runs once the events already pending in this loop turn are
+ * handled and passes every deferred request of the worker at once, so
+ * their writes share one transaction. The flush must answer each one.
+ */
+typedef void (*hub_flush_fn)(struct hub_req **reqs, size_t n);
+void hub_defer(struct hub_req *req, hub_flush_fn flush);
 /* Takes a reference to obj (steals it). */
 void hub_reply_json(struct hub_req *req, int status, json_t *obj);
 void hub_reply_error(struct hub_req *req, int status, const char *code,

@@ -17,6 +17,13 @@
 
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The audit chain's last hash, kept in memory under write_lock so an
+ * append does not read it back from the table each time. Set only after
+ * a commit; a failed or rolled-back transaction leaves it as it was, and
+ * a failed commit forgets it (the next append reads the table again). */
+static uint8_t audit_tip[IOMT_SHA256_LEN];
+static int audit_tip_known;
+
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS devices ("
     " device_id TEXT PRIMARY KEY, model TEXT NOT NULL,"
@@ -163,6 +170,9 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
     int in_tx;
+    int sync_mode; /* 0 unknown, 1 NORMAL, 2 FULL: set once per change */
+    int tip_pending;
+    uint8_t tip[IOMT_SHA256_LEN];
 };
 
 /* Fetches a prepared statement, reset and with its bindings cleared. */
@@ -303,13 +313,24 @@ void store_close(struct store *s)
 
 int store_begin(struct store *s, int durable)
 {
+    int want = durable ? 2 : 1;
+
     pthread_mutex_lock(&write_lock);
-    if (run(s, durable ? ST_SYNC_FULL : ST_SYNC_NORMAL) != IOMT_OK ||
-        run(s, ST_BEGIN) != IOMT_OK) {
+    /* The pragma is per connection and sticks: issue it only on change. */
+    if (s->sync_mode != want) {
+        s->sync_mode = 0;
+        if (run(s, durable ? ST_SYNC_FULL : ST_SYNC_NORMAL) != IOMT_OK) {
+            pthread_mutex_unlock(&write_lock);
+            return IOMT_E_IO;
+        }
+        s->sync_mode = want;
+    }
+    if (run(s, ST_BEGIN) != IOMT_OK) {
         pthread_mutex_unlock(&write_lock);
         return IOMT_E_IO;
     }
     s->in_tx = 1;
+    s->tip_pending = 0;
     return IOMT_OK;
 }
 
@@ -317,8 +338,14 @@ int store_commit(struct store *s)
 {
     int rc = run(s, ST_COMMIT);
 
-    if (rc != IOMT_OK)
+    if (rc != IOMT_OK) {
         run(s, ST_ROLLBACK);
+        audit_tip_known = 0;
+    } else if (s->tip_pending) {
+        memcpy(audit_tip, s->tip, sizeof(audit_tip));
+        audit_tip_known = 1;
+    }
+    s->tip_pending = 0;
     s->in_tx = 0;
     pthread_mutex_unlock(&write_lock);
     return rc;
@@ -329,6 +356,7 @@ void store_rollback(struct store *s)
     if (!s->in_tx)
         return;
     run(s, ST_ROLLBACK);
+    s->tip_pending = 0;
     s->in_tx = 0;
     pthread_mutex_unlock(&write_lock);
 }
@@ -373,28 +401,37 @@ long store_audit_canonical(char *out, size_t cap, int64_t ts, const char *actor,
 int store_audit(struct store *s, const char *actor, const char *role,
                 const char *action, const char *object, const char *detail)
 {
-    uint8_t prev[IOMT_SHA256_LEN] = {0}, hash[IOMT_SHA256_LEN];
+    /* prev || canonical, hashed in one call: the chained input. */
+    uint8_t buf[IOMT_SHA256_LEN + 2048], hash[IOMT_SHA256_LEN];
     char prev_hex[2 * IOMT_SHA256_LEN + 1], hash_hex[2 * IOMT_SHA256_LEN + 1];
-    char canon[2048];
-    struct iomt_sha256 *h;
+    uint8_t *prev = buf;
     sqlite3_stmt *stmt;
     int64_t ts = (int64_t)time(NULL);
     long n;
+    int rc;
 
-    stmt = st(s, ST_AUDIT_LAST);
-    if (sqlite3_step(stmt) == SQLITE_ROW && hex_col(stmt, 0, prev, 32) != 0)
-        return IOMT_E_IO;
-    sqlite3_reset(stmt);
-    n = store_audit_canonical(canon, sizeof(canon), ts, actor, role, action,
-                              object, detail);
-    h = iomt_sha256_new();
-    if (n < 0 || h == NULL || iomt_sha256_update(h, prev, sizeof(prev)) ||
-        iomt_sha256_update(h, canon, (size_t)n) || iomt_sha256_final(h, hash)) {
-        iomt_sha256_free(h);
-        return IOMT_E_INPUT;
+    memset(prev, 0, IOMT_SHA256_LEN);
+    /* Within a transaction the tip is this transaction's last entry, else
+     * the committed one, else the table's. */
+    if (s->tip_pending) {
+        memcpy(prev, s->tip, IOMT_SHA256_LEN);
+    } else if (audit_tip_known) {
+        memcpy(prev, audit_tip, IOMT_SHA256_LEN);
+    } else {
+        stmt = st(s, ST_AUDIT_LAST);
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW && hex_col(stmt, 0, prev, IOMT_SHA256_LEN) != 0)
+            rc = SQLITE_ERROR;
+        sqlite3_reset(stmt);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return IOMT_E_IO;
     }
-    iomt_sha256_free(h);
-    iomt_hex(prev, sizeof(prev), prev_hex);
+    n = store_audit_canonical((char *)buf + IOMT_SHA256_LEN,
+                              sizeof(buf) - IOMT_SHA256_LEN, ts, actor, role,
+                              action, object, detail);
+    if (n < 0 || iomt_sha256(buf, IOMT_SHA256_LEN + (size_t)n, hash) != IOMT_OK)
+        return IOMT_E_INPUT;
+    iomt_hex(prev, IOMT_SHA256_LEN, prev_hex);
     iomt_hex(hash, sizeof(hash), hash_hex);
     stmt = st(s, ST_AUDIT_ADD);
     sqlite3_bind_int64(stmt, 1, ts);
@@ -405,9 +442,13 @@ int store_audit(struct store *s, const char *actor, const char *role,
     bind_text(stmt, 6, detail);
     bind_text(stmt, 7, prev_hex);
     bind_text(stmt, 8, hash_hex);
-    n = sqlite3_step(stmt);
+    rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
-    return n == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
+    if (rc != SQLITE_DONE)
+        return IOMT_E_IO;
+    memcpy(s->tip, hash, sizeof(hash));
+    s->tip_pending = 1;
+    return IOMT_OK;
 }
 
 static json_t *col_json(sqlite3_stmt *stmt, int col)
