@@ -857,7 +857,7 @@ struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd)
         w->base != NULL ? event_new(w->base, -1, 0, flush_cb, w) : NULL;
     if (w->stop_ev == NULL || w->flush_ev == NULL)
         goto out_fail;
-    if (store_open(cfg->db_path, &w->store, &err) != IOMT_OK) {
+    if (store_open(cfg->db_path, 1, &w->store, &err) != IOMT_OK) {
         hub_log("error", "store_open", "msg=\"%s\"", err.msg);
         goto out_fail;
     }

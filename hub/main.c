@@ -286,7 +286,7 @@ static int checkpointer_start(struct checkpointer *cp, const char *db_path)
     memset(cp, 0, sizeof(*cp));
     pthread_mutex_init(&cp->lock, NULL);
     pthread_cond_init(&cp->wake, NULL);
-    if (store_open(db_path, &cp->store, &err) != IOMT_OK ||
+    if (store_open(db_path, 0, &cp->store, &err) != IOMT_OK ||
         pthread_create(&cp->thread, NULL, checkpoint_main, cp) != 0) {
         store_close(cp->store);
         cp->store = NULL;

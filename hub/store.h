@@ -1,8 +1,9 @@
 /*
  * The hub's store: devices, enrolment tokens (hashes only), issued
  * certificates, releases, assignments, check-ins, reports and the
- * hash-chained audit log. One struct store per worker thread; writes run
- * one at a time inside store_begin / store_commit.
+ * hash-chained audit log. The workers share one connection (every call
+ * takes its lock); writes run one at a time inside store_begin /
+ * store_commit.
  */
 #ifndef IOMT_HUB_STORE_H
 #define IOMT_HUB_STORE_H
@@ -38,7 +39,10 @@ struct store_release {
 
 /* Creates the schema and switches the database to WAL; run once. */
 int store_init(const char *path, struct iomt_err *err);
-int store_open(const char *path, struct store **out, struct iomt_err *err);
+/* shared: the one connection all workers use (reference counted);
+ * otherwise a private one (the checkpoint thread). */
+int store_open(const char *path, int shared, struct store **out,
+               struct iomt_err *err);
 void store_close(struct store *s);
 /* Copies committed WAL frames into the database (PASSIVE: never waits for
  * readers or writers). Called by one background thread. */

@@ -1,7 +1,8 @@
 /*
- * The hub's store on SQLite in WAL mode. Each worker has its own
- * connection and prepared statements; writers take one process-wide lock
- * so transactions never wait in SQLite's sleep-and-retry busy handler.
+ * The hub's store on SQLite in WAL mode. The workers share one
+ * connection and its prepared statements under one process-wide lock, so
+ * transactions never wait in SQLite's sleep-and-retry busy handler and
+ * the page cache stays warm; the checkpoint thread has its own.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -15,7 +16,16 @@
 
 #define BUSY_TIMEOUT_MS 10000
 
-static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * The workers share one connection: with a connection each, every commit
+ * by one worker made SQLite drop the other's whole page cache and read it
+ * back on its next transaction. This lock serialises every use of the
+ * shared connection; it is recursive because reads also run inside a
+ * write transaction that holds it.
+ */
+static pthread_mutex_t write_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct store *shared_store;
 
 /* The audit chain's last hash, kept in memory under write_lock so an
  * append does not read it back from the table each time. Set only after
@@ -167,6 +177,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 };
 
 struct store {
+    int refs; /* shared connection: one per worker holding it */
     sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
     int in_tx;
@@ -252,7 +263,7 @@ int store_init(const char *path, struct iomt_err *err)
     return IOMT_OK;
 }
 
-int store_open(const char *path, struct store **out, struct iomt_err *err)
+static int open_conn(const char *path, struct store **out, struct iomt_err *err)
 {
     struct store *s;
     int i, rc;
@@ -280,10 +291,28 @@ int store_open(const char *path, struct store **out, struct iomt_err *err)
             goto out_fail;
         }
     }
+    s->refs = 1;
     *out = s;
     return IOMT_OK;
 out_fail:
     store_close(s);
+    return rc;
+}
+
+int store_open(const char *path, int shared, struct store **out,
+               struct iomt_err *err)
+{
+    int rc = IOMT_OK;
+
+    if (!shared)
+        return open_conn(path, out, err);
+    pthread_mutex_lock(&open_lock);
+    if (shared_store == NULL)
+        rc = open_conn(path, &shared_store, err);
+    else
+        shared_store->refs++;
+    *out = rc == IOMT_OK ? shared_store : NULL;
+    pthread_mutex_unlock(&open_lock);
     return rc;
 }
 
@@ -301,9 +330,16 @@ int store_checkpoint(struct store *s)
 
 void store_close(struct store *s)
 {
-    int i;
+    int i, last;
 
     if (s == NULL)
+        return;
+    pthread_mutex_lock(&open_lock);
+    last = --s->refs <= 0;
+    if (last && s == shared_store)
+        shared_store = NULL;
+    pthread_mutex_unlock(&open_lock);
+    if (!last)
         return;
     for (i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
@@ -463,7 +499,7 @@ static json_t *col_json(sqlite3_stmt *stmt, int col)
     }
 }
 
-json_t *store_audit_json(struct store *s)
+static json_t *audit_json_nolock(struct store *s)
 {
     static const char *const names[] = {"id",     "ts",        "actor",
                                         "role",   "action",    "object",
@@ -509,8 +545,8 @@ int store_device_add(struct store *s, const char *device_id, const char *model,
     return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
 }
 
-int store_device_get(struct store *s, const char *device_id,
-                     struct store_device *d)
+static int device_get_nolock(struct store *s, const char *device_id,
+                             struct store_device *d)
 {
     sqlite3_stmt *stmt = st(s, ST_DEV_GET);
     int rc = IOMT_E_INPUT;
@@ -562,8 +598,8 @@ int store_cert_add(struct store *s, const char *serial_hex,
     return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
 }
 
-int store_device_cert_ok(struct store *s, const char *device_id,
-                         const char *serial_hex)
+static int cert_ok_nolock(struct store *s, const char *device_id,
+                          const char *serial_hex)
 {
     sqlite3_stmt *stmt = st(s, ST_CERT_OK);
     int ok;
@@ -595,7 +631,7 @@ int store_device_revoke(struct store *s, const char *device_id)
     return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
 }
 
-json_t *store_devices_json(struct store *s)
+static json_t *devices_json_nolock(struct store *s)
 {
     static const char *const names[] = {
         "device_id", "model",       "criticality", "enrolled",
@@ -666,7 +702,8 @@ static int release_row(sqlite3_stmt *stmt, struct store_release *r)
     return IOMT_OK;
 }
 
-int store_offer(struct store *s, const char *device_id, struct store_release *r)
+static int offer_nolock(struct store *s, const char *device_id,
+                        struct store_release *r)
 {
     sqlite3_stmt *stmt = st(s, ST_OFFER);
     int found = 0;
@@ -743,8 +780,8 @@ int store_release_add(struct store *s, const struct store_release *r,
     return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
 }
 
-int store_release_get(struct store *s, const char *release_id,
-                      struct store_release *r)
+static int release_get_nolock(struct store *s, const char *release_id,
+                              struct store_release *r)
 {
     sqlite3_stmt *stmt = st(s, ST_REL_GET);
     int rc = IOMT_E_INPUT;
@@ -756,8 +793,8 @@ int store_release_get(struct store *s, const char *release_id,
     return rc;
 }
 
-int store_release_envelope(struct store *s, const char *release_id,
-                           uint8_t **env, size_t *env_len)
+static int release_envelope_nolock(struct store *s, const char *release_id,
+                                   uint8_t **env, size_t *env_len)
 {
     sqlite3_stmt *stmt = st(s, ST_REL_ENV);
     int rc = IOMT_E_INPUT;
@@ -790,8 +827,8 @@ int store_release_image_ready(struct store *s, const char *release_id)
     return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
 }
 
-int store_release_assigned(struct store *s, const char *release_id,
-                           const char *device_id)
+static int release_assigned_nolock(struct store *s, const char *release_id,
+                                   const char *device_id)
 {
     sqlite3_stmt *stmt = st(s, ST_REL_ASSIGNED);
     int ok;
@@ -829,4 +866,91 @@ int store_assign(struct store *s, const char *release_id, const char *device_id,
     rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
     return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
+}
+
+/* Reads, each under the shared connection's lock. */
+
+json_t *store_audit_json(struct store *s)
+{
+    json_t *v;
+
+    pthread_mutex_lock(&write_lock);
+    v = audit_json_nolock(s);
+    pthread_mutex_unlock(&write_lock);
+    return v;
+}
+
+int store_device_get(struct store *s, const char *device_id,
+                     struct store_device *d)
+{
+    int v;
+
+    pthread_mutex_lock(&write_lock);
+    v = device_get_nolock(s, device_id, d);
+    pthread_mutex_unlock(&write_lock);
+    return v;
+}
+
+int store_device_cert_ok(struct store *s, const char *device_id,
+                         const char *serial_hex)
+{
+    int v;
+
+    pthread_mutex_lock(&write_lock);
+    v = cert_ok_nolock(s, device_id, serial_hex);
+    pthread_mutex_unlock(&write_lock);
+    return v;
+}
+
+json_t *store_devices_json(struct store *s)
+{
+    json_t *v;
+
+    pthread_mutex_lock(&write_lock);
+    v = devices_json_nolock(s);
+    pthread_mutex_unlock(&write_lock);
+    return v;
+}
+
+int store_offer(struct store *s, const char *device_id, struct store_release *r)
+{
+    int v;
+
+    pthread_mutex_lock(&write_lock);
+    v = offer_nolock(s, device_id, r);
+    pthread_mutex_unlock(&write_lock);
+    return v;
+}
+
+int store_release_get(struct store *s, const char *release_id,
+                      struct store_release *r)
+{
+    int v;
+
+    pthread_mutex_lock(&write_lock);
+    v = release_get_nolock(s, release_id, r);
+    pthread_mutex_unlock(&write_lock);
+    return v;
+}
+
+int store_release_envelope(struct store *s, const char *release_id,
+                           uint8_t **env, size_t *env_len)
+{
+    int v;
+
+    pthread_mutex_lock(&write_lock);
+    v = release_envelope_nolock(s, release_id, env, env_len);
+    pthread_mutex_unlock(&write_lock);
+    return v;
+}
+
+int store_release_assigned(struct store *s, const char *release_id,
+                           const char *device_id)
+{
+    int v;
+
+    pthread_mutex_lock(&write_lock);
+    v = release_assigned_nolock(s, release_id, device_id);
+    pthread_mutex_unlock(&write_lock);
+    return v;
 }
