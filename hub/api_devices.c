@@ -212,6 +212,8 @@ static void checkin_answer(struct hub_req *req, int rc, json_t *offer)
         hub_reply_error(req, 503, "storage", "", "store busy");
     else if (rc != IOMT_OK)
         hub_reply_error(req, 500, "storage", "", "could not record");
+    else if (json_is_null(offer))
+        hub_reply(req, 200, "application/json", "{\"release\":null}", 16);
     else
         hub_reply_json(req, 200, json_pack("{s:O}", "release", offer));
 }

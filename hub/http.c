@@ -227,23 +227,39 @@ static void reply_headers(struct hub_req *req, int status,
 {
     struct hub_conn *c = req->conn;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *allow = status == 405 ? req->allow : NULL;
+    char head[512];
+    int n;
 
     /* Answering before the body was read: the rest of it is unread, so
      * the connection cannot carry another request. */
     if ((c->state == CS_HEADERS && req->content_length > 0) ||
         (c->state == CS_BODY && c->remaining > 0))
         c->keep_alive = 0;
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\n"
-                        "Content-Length: %llu\r\n"
-                        "Connection: %s\r\n",
-                        status, status_text(status), (unsigned long long)len,
-                        c->keep_alive ? "keep-alive" : "close");
-    if (content_type != NULL)
-        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
-    if (status == 405 && req->allow != NULL)
-        evbuffer_add_printf(out, "Allow: %s\r\n", req->allow);
-    evbuffer_add(out, "Cache-Control: no-store\r\n\r\n", 27);
+    /* One formatted block, one buffer append. */
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nContent-Length: %llu\r\n"
+                 "Connection: %s\r\n%s%s%s%s%s%s"
+                 "Cache-Control: no-store\r\n\r\n",
+                 status, status_text(status), (unsigned long long)len,
+                 c->keep_alive ? "keep-alive" : "close",
+                 content_type != NULL ? "Content-Type: " : "",
+                 content_type != NULL ? content_type : "",
+                 content_type != NULL ? "\r\n" : "",
+                 allow != NULL ? "Allow: " : "", allow != NULL ? allow : "",
+                 allow != NULL ? "\r\n" : "");
+    if (n > 0 && (size_t)n < sizeof(head)) {
+        evbuffer_add(out, head, (size_t)n);
+    } else {
+        /* Our media types are short constants; should one ever not fit,
+         * the answer goes out without it rather than not at all. */
+        c->keep_alive = 0;
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 %d %s\r\nContent-Length: %llu\r\n"
+                            "Connection: close\r\n\r\n",
+                            status, status_text(status),
+                            (unsigned long long)len);
+    }
     req->replied = status;
     c->state = CS_WRITING;
     c->in_request = 0;

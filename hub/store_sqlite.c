@@ -240,6 +240,13 @@ int store_init(const char *path, struct iomt_err *err)
     char *msg = NULL;
     int rc;
 
+    /* Before the first connection: no allocation statistics (they take
+     * a global mutex on every SQLite malloc), and no per-connection
+     * mutexes (the hub serialises each connection itself). Refused
+     * harmlessly once SQLite is initialised. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+
     if (sqlite3_open_v2(path, &db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                             SQLITE_OPEN_NOMUTEX,
