@@ -6,27 +6,8 @@
 # is "not enrolled" rather than a TLS library error.
 set -euo pipefail
 
-bin=${IOMT_BIN:?IOMT_BIN must name the build directory}
-iomt=$bin/iomt
-agent=$bin/iomt-agent
-hub_bin=$bin/iomt-hub
-py=/usr/bin/python3
-
-work=$(mktemp -d /tmp/iomt-agent-enrol-XXXXXX)
-hub_pid=""
-cleanup() {
-    if [ -n "$hub_pid" ] && kill -0 "$hub_pid" 2>/dev/null; then
-        kill "$hub_pid" 2>/dev/null || true
-        wait "$hub_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$work/hub.log" ] && tail -n 10 "$work/hub.log" >&2
-    exit 1
-}
+. "$(dirname "$0")/../lib/common.sh"
+test_init agent-enrol
 
 # Runs a command; stdout to $work/out, stderr to $work/err, checks the exit.
 expect_rc() { # want command...
@@ -60,20 +41,8 @@ head -c 300000 /dev/urandom >"$work/fw2.img"
     --vendor "$vendor" --class "$class" --version 2.0.0 \
     -o "$work/fw2.suit" >/dev/null
 
-mkdir -p "$work/hub-state"
-"$hub_bin" serve --dir "$work/hub-state" --ca-dir "$work/ca" \
-    --cert "$work/hub.pem" --key "$work/hub.key.pem" \
-    --listen 127.0.0.1:0 --port-file "$work/hub.port" --workers 1 \
-    >"$work/hub.log" 2>&1 &
-hub_pid=$!
-for _ in $(seq 1 100); do
-    [ -s "$work/hub.port" ] && break
-    kill -0 "$hub_pid" 2>/dev/null || fail "hub exited at start"
-    sleep 0.1
-done
-port=$(tr -dc 0-9 <"$work/hub.port")
-[ -n "$port" ] || fail "hub wrote no port"
-url=https://127.0.0.1:$port
+start_hub "$work/hub-state" "$work/ca" "$work/hub.pem" "$work/hub.key.pem" \
+    --workers 1
 
 api() { # who want-status method path [curl args...]: prints the body
     local who=$1 want=$2 method=$3 path=$4 out

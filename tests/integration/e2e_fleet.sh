@@ -8,31 +8,8 @@
 # be refused by the device, reported, and leave its slots untouched.
 set -euo pipefail
 
-bin=${IOMT_BIN:?IOMT_BIN must name the build directory}
-iomt=$bin/iomt
-agent=$bin/iomt-agent
-hub_bin=$bin/iomt-hub
-py=/usr/bin/python3
-
-work=$(mktemp -d /tmp/iomt-e2e-XXXXXX)
-hub_pid=""
-cleanup() {
-    if [ -n "$hub_pid" ] && kill -0 "$hub_pid" 2>/dev/null; then
-        kill "$hub_pid" 2>/dev/null || true
-        wait "$hub_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-fail() {
-    echo "FAIL: $*" >&2
-    if [ -f "$work/hub.log" ]; then
-        echo "--- hub log (tail)" >&2
-        tail -n 15 "$work/hub.log" >&2
-    fi
-    exit 1
-}
+. "$(dirname "$0")/../lib/common.sh"
+test_init e2e
 step() { echo "== $*"; }
 
 json_get() { # json-text python-expression-on-d
@@ -81,20 +58,8 @@ sign mon-2 mfr "$monitor" 2 2.0.0
 
 # ---------------------------------------------------------------- hub
 step "hub on 127.0.0.1, ephemeral port"
-mkdir -p "$work/hub-state"
-"$hub_bin" serve --dir "$work/hub-state" --ca-dir "$work/ca" \
-    --cert "$work/hub.pem" --key "$work/hub.key.pem" \
-    --listen 127.0.0.1:0 --port-file "$work/hub.port" --workers 2 \
-    >"$work/hub.log" 2>&1 &
-hub_pid=$!
-for _ in $(seq 1 100); do
-    [ -s "$work/hub.port" ] && break
-    kill -0 "$hub_pid" 2>/dev/null || fail "hub exited at start"
-    sleep 0.1
-done
-port=$(tr -dc 0-9 <"$work/hub.port")
-[ -n "$port" ] || fail "hub wrote no port"
-url=https://127.0.0.1:$port
+start_hub "$work/hub-state" "$work/ca" "$work/hub.pem" "$work/hub.key.pem" \
+    --workers 2
 
 api() { # who method path [curl args...]: prints body, then the status
     local who=$1 method=$2 path=$3

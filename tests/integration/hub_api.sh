@@ -6,26 +6,9 @@
 # reports, revocation, and the audit hash chain.
 set -euo pipefail
 
-bin=${IOMT_BIN:?IOMT_BIN must name the build directory}
-iomt=$bin/iomt
-hub=$bin/iomt-hub
-py=/usr/bin/python3
-work=$(mktemp -d /tmp/iomt-hub-api-XXXXXX)
-hub_pid=""
-cleanup() {
-    if [ -n "$hub_pid" ] && kill -0 "$hub_pid" 2>/dev/null; then
-        kill -TERM "$hub_pid" 2>/dev/null || true
-        wait "$hub_pid" 2>/dev/null || true
-    fi
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$work/hub.log" ] && tail -n 5 "$work/hub.log" >&2
-    exit 1
-}
-command -v curl >/dev/null || fail "curl is missing (Debian package curl)"
+. "$(dirname "$0")/../lib/common.sh"
+test_init hub-api
+hub=$hub_bin
 
 # ---------------------------------------------------------------- PKI
 "$iomt" ca init --dir "$work/ca" --org "Test Hospital" >/dev/null
@@ -54,18 +37,8 @@ openssl x509 -in "$work/hub.pem" -noout -ext extendedKeyUsage |
     -o "$work/evil-admin" >/dev/null
 
 # ---------------------------------------------------------------- hub
-"$hub" serve --dir "$work/state" --ca-dir "$work/ca" --cert "$work/hub.pem" \
-    --key "$work/hub.key.pem" --listen 127.0.0.1:0 \
-    --port-file "$work/port" --workers 2 2>"$work/hub.log" &
-hub_pid=$!
-for _ in $(seq 1 100); do
-    [ -s "$work/port" ] && break
-    kill -0 "$hub_pid" 2>/dev/null || fail "hub exited at start"
-    sleep 0.1
-done
-port=$(cat "$work/port")
-[ -n "$port" ] || fail "no port file"
-url="https://127.0.0.1:$port"
+start_hub "$work/state" "$work/ca" "$work/hub.pem" "$work/hub.key.pem" \
+    --workers 2
 
 # req WANT_STATUS OUTFILE curl-args...: one call, status checked.
 req() {

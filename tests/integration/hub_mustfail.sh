@@ -7,26 +7,9 @@
 # CA tool's argument and file handling. Servers bind 127.0.0.1 only.
 set -euo pipefail
 
-bin=${IOMT_BIN:?IOMT_BIN must name the build directory}
-iomt=$bin/iomt
-hub=$bin/iomt-hub
-py=/usr/bin/python3
-work=$(mktemp -d /tmp/iomt-hub-mustfail-XXXXXX)
-hub_pid=""
-cleanup() {
-    if [ -n "$hub_pid" ] && kill -0 "$hub_pid" 2>/dev/null; then
-        kill -TERM "$hub_pid" 2>/dev/null || true
-        wait "$hub_pid" 2>/dev/null || true
-    fi
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    [ -f "$work/hub.log" ] && tail -n 5 "$work/hub.log" >&2
-    exit 1
-}
-command -v curl >/dev/null || fail "curl is missing (Debian package curl)"
+. "$(dirname "$0")/../lib/common.sh"
+test_init hub-mustfail
+hub=$hub_bin
 
 # ------------------------------------------------------------ iomt ca
 "$iomt" ca init --dir "$work/ca" --org "Test Hospital" >/dev/null
@@ -114,17 +97,8 @@ start_fails 2 '--token-ttl' --dir "$s" "${common[@]}" --token-ttl 0
 start_fails 2 '--bogus' --dir "$s" "${common[@]}" --bogus 1
 
 # ---------------------------------------------------------------- hub
-"$hub" serve --dir "$work/state" "${common[@]}" --listen localhost:0 \
-    --port-file "$work/port" --workers 2 --image-max 100000 \
-    2>"$work/hub.log" &
-hub_pid=$!
-for _ in $(seq 1 100); do
-    [ -s "$work/port" ] && break
-    kill -0 "$hub_pid" 2>/dev/null || fail "hub exited at start"
-    sleep 0.1
-done
-port=$(cat "$work/port")
-url="https://127.0.0.1:$port"
+start_hub "$work/state" "$work/ca" "$work/hub.pem" "$work/hub.key.pem" \
+    --listen localhost:0 --workers 2 --image-max 100000
 # The port is taken now: a second hub on it fails at run time (3).
 start_fails 3 --listen --dir "$s" "${common[@]}" --listen "127.0.0.1:$port"
 
