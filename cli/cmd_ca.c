@@ -20,10 +20,11 @@ static void ca_usage(FILE *out)
 {
     fprintf(out, "usage: iomt ca init --dir CA_DIR [--org NAME] [--days N]\n"
                  "       iomt ca issue --dir CA_DIR --name NAME --role ROLE "
-                 "-o PREFIX [--days N]\n"
+                 "-o PREFIX [--days N] [--force]\n"
                  "ROLE: admin|release|security|clinical|hub|device\n"
                  "init writes CA_DIR/ca.key.pem (0600) and CA_DIR/ca.pem;\n"
-                 "issue writes PREFIX.key.pem (0600) and PREFIX.pem\n");
+                 "issue writes PREFIX.key.pem (0600) and PREFIX.pem, and keeps "
+                 "existing ones unless --force\n");
 }
 
 static int parse_days(const char *text, int *days)
@@ -107,6 +108,10 @@ static int ca_init(int argc, char **argv)
     /* Every check comes before mkdir: a refused init leaves nothing. */
     if (org[0] == 0 || strlen(org) > IOMT_NAME_MAX)
         return bad_option("init", "--org", "1..64 characters");
+    for (const char *c = org; *c != '\0'; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return bad_option("init", "--org", "no control characters");
+    }
     if (ca_paths(dir, key, cert) != 0)
         return bad_option("init", "--dir", "path too long");
     /* Never overwrite a CA: every certificate in the fleet hangs on it. */
@@ -129,7 +134,7 @@ static int ca_init(int argc, char **argv)
 
 struct issue_opts {
     const char *dir, *name, *role, *prefix, *days_text;
-    int days;
+    int days, force;
 };
 
 /* Parses and checks issue's options; returns -1 after naming the bad
@@ -143,6 +148,10 @@ static int issue_parse(int argc, char **argv, struct issue_opts *o)
         if (is_help(argv[i])) {
             ca_usage(stdout);
             return 1;
+        }
+        if (strcmp(argv[i], "--force") == 0) {
+            o->force = 1;
+            continue;
         }
         if ((t = take(argc, argv, &i, "--dir", &o->dir)) == 0 &&
             (t = take(argc, argv, &i, "--name", &o->name)) == 0 &&
@@ -162,6 +171,8 @@ static int issue_parse(int argc, char **argv, struct issue_opts *o)
                                             : "-o",
                           "required"),
                -1;
+    if (o->prefix[0] == '\0')
+        return bad_option("issue", "-o", "empty prefix"), -1;
     if (o->days_text != NULL && parse_days(o->days_text, &o->days) != 0)
         return bad_option("issue", "--days", "a number in 1..36500"), -1;
     if (!iomt_pki_name_ok(o->name))
@@ -209,6 +220,38 @@ static int save_pair(const struct iomt_key *key, const char *key_path,
     return rc;
 }
 
+/* Same file: same device and inode, for paths that may not exist yet. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/*
+ * The CA's own files are never a target, --force or not: one mistyped -o
+ * would otherwise replace the fleet's root of trust with a leaf. Any other
+ * existing key or certificate is kept unless --force says otherwise.
+ */
+static int check_targets(const struct issue_opts *o, const char *key_path,
+                         const char *cert_path, const char *ca_key,
+                         const char *ca_cert)
+{
+    struct stat st;
+
+    if (same_file(key_path, ca_key) || same_file(key_path, ca_cert) ||
+        same_file(cert_path, ca_key) || same_file(cert_path, ca_cert))
+        return bad_option("issue", "-o", "would overwrite the CA itself");
+    if (!o->force && (stat(key_path, &st) == 0 || stat(cert_path, &st) == 0)) {
+        fprintf(stderr,
+                "iomt ca issue: -o: %s or %s exists; --force replaces it\n",
+                key_path, cert_path);
+        return IOMT_EXIT_USAGE;
+    }
+    return IOMT_EXIT_OK;
+}
+
 static int ca_issue(int argc, char **argv)
 {
     struct issue_opts o = {0};
@@ -230,6 +273,9 @@ static int ca_issue(int argc, char **argv)
         snprintf(cert_path, sizeof(cert_path), "%s.pem", o.prefix) >=
             (int)sizeof(cert_path))
         return bad_option("issue", "-o", "path too long");
+    rc = check_targets(&o, key_path, cert_path, ca_key, ca_cert);
+    if (rc != IOMT_EXIT_OK)
+        return rc;
     rc = iomt_key_generate(IOMT_ALG_ES256, &key, &err);
     if (rc == IOMT_OK)
         rc = iomt_pki_make_csr(key, o.name, o.role, &csr, &csr_len, &err);

@@ -200,6 +200,14 @@ static int load_ca(const char *key_path, const char *cert_path,
     rc = load_cert(cert_path, cert, err);
     if (rc != IOMT_OK)
         goto out_fail;
+    /* A leaf written over ca.pem must not go on issuing certificates that
+     * nothing in the fleet can verify. */
+    if (X509_check_ca(*cert) == 0) {
+        rc = iomt_err_set(err, IOMT_E_INPUT,
+                          "%s: not a CA certificate (basicConstraints)",
+                          cert_path);
+        goto out_fail;
+    }
     if (X509_check_private_key(*cert, iomt_key_evp(*key)) != 1) {
         rc =
             iomt_err_set(err, IOMT_E_INPUT,
