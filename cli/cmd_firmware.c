@@ -29,6 +29,42 @@ static void usage_error(const char *cmd, const char *usage, const char *msg)
     fprintf(stderr, "usage: iomt %s\n", usage);
 }
 
+/* Names and version text end up in manifests, logs and inventories: what is
+ * wrong with one, or NULL when it is fine. */
+static const char *text_problem(const char *s)
+{
+    size_t n = strlen(s), i;
+
+    if (n == 0)
+        return "empty";
+    if (n > IOMT_SUIT_TEXT_MAX)
+        return "longer than 64 bytes";
+    for (i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return "control character";
+    }
+    return NULL;
+}
+
+/* Checks each named option's text; prints the first problem. */
+static int check_texts(const char *cmd, const char *usage,
+                       const char *const *names, const char *const *values,
+                       size_t count)
+{
+    char msg[128];
+    const char *why;
+    size_t i;
+
+    for (i = 0; i < count; i++) {
+        if (values[i] == NULL || (why = text_problem(values[i])) == NULL)
+            continue;
+        snprintf(msg, sizeof(msg), "%s: %s", names[i], why);
+        usage_error(cmd, usage, msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_u64(const char *s, uint64_t *out)
 {
     char *end = NULL;
@@ -232,6 +268,13 @@ int cmd_sign(int argc, char **argv)
         usage_error("sign", usage, NULL);
         return IOMT_EXIT_USAGE;
     }
+    {
+        const char *const names[] = {"--vendor", "--class", "--version"};
+        const char *const values[] = {prm.vendor, prm.class, prm.version};
+
+        if (check_texts("sign", usage, names, values, 3) != 0)
+            return IOMT_EXIT_USAGE;
+    }
 
     if (iomt_key_load(key_path, &key, &err) != IOMT_OK) {
         fprintf(stderr, "iomt sign: %s\n", err.msg);
@@ -405,6 +448,13 @@ static int parse_verify_args(int argc, char **argv, struct verify_opts *o)
                                    : "exactly one ENVELOPE is required "
                                      "(--class needs --vendor)");
         return IOMT_EXIT_USAGE;
+    }
+    {
+        const char *const names[] = {"--vendor", "--class"};
+        const char *const values[] = {o->vendor, o->cls};
+
+        if (check_texts("verify", usage, names, values, 2) != 0)
+            return IOMT_EXIT_USAGE;
     }
     o->envelope = argv[optind];
     return IOMT_EXIT_OK;

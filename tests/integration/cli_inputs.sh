@@ -48,6 +48,24 @@ expect 2 "--sbom: $work/none" "${sign[@]}" --seq 1 --sbom "$work/none" \
 expect 2 "--image: $work/none" "$iomt" sign --key "$work/test-key.pem" \
     --image "$work/none" --seq 1 --vendor v --class c -o "$work/a"
 
+# Names: empty, oversized or with control characters are usage errors, in
+# sign and in verify alike.
+long=$(head -c 65 /dev/zero | tr '\0' v)
+expect 2 "--vendor: empty" "$iomt" sign --key "$work/test-key.pem" \
+    --image "$work/fw.img" --seq 1 --vendor "" --class c -o "$work/a"
+expect 2 "--class: longer than 64 bytes" "$iomt" sign \
+    --key "$work/test-key.pem" --image "$work/fw.img" --seq 1 --vendor v \
+    --class "$long" -o "$work/a"
+expect 2 "--version: longer than 64 bytes" "${sign[@]}" --seq 1 \
+    --version "$long" -o "$work/a"
+"${sign[@]}" --seq 2 -o "$work/two.suit" >/dev/null
+expect 2 "--vendor: empty" "$iomt" verify --key "$work/test-key.pub.pem" \
+    --vendor "" --class "" "$work/two.suit"
+expect 2 "--vendor: longer than 64 bytes" "$iomt" verify \
+    --key "$work/test-key.pub.pem" --vendor "$long" "$work/two.suit"
+expect 1 "class-id" "$iomt" verify --key "$work/test-key.pub.pem" \
+    --vendor v.example --class other "$work/two.suit"
+
 # An endless image must end in a rejection, not a hang.
 "${sign[@]}" --seq 5 --version 2.0.0 -o "$work/ok.suit" >/dev/null
 expect 1 "image size: larger than the 4096 bytes" "$iomt" verify \
