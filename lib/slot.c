@@ -456,6 +456,49 @@ static int check_image(const struct iomt_suit_manifest *m, const char *path,
     return IOMT_OK;
 }
 
+/*
+ * Re-hashes a slot's image file against the digest and size recorded
+ * when it was verified. Used by the boot verifier and by status, so that
+ * an image lost, cut short or overwritten on disk is seen as damaged.
+ */
+int iomt_slots_check_image(const struct iomt_slots *s, int slot,
+                           struct iomt_err *err)
+{
+    const struct iomt_slot_info *si;
+    uint8_t digest[IOMT_SHA256_LEN];
+    char path[PATH_MAX];
+    uint64_t got = 0;
+    struct stat sb;
+    int rc;
+
+    if (slot != 0 && slot != 1)
+        return iomt_err_set(err, IOMT_E_INPUT, "slot: want A or B");
+    si = &s->st.slot[slot];
+    if (!si->valid)
+        return iomt_err_set(err, IOMT_E_STATE, "holds no image");
+    if (slot_path(s->dir, slot, "img", path, sizeof(path)) != 0)
+        return iomt_err_set(err, IOMT_E_INPUT, "state dir: path too long");
+    if (stat(path, &sb) != 0)
+        return iomt_err_set(err, errno == ENOENT ? IOMT_E_VERIFY : IOMT_E_IO,
+                            "image-digest: image %s",
+                            errno == ENOENT ? "missing" : "unreadable");
+    if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != si->image_size)
+        return iomt_err_set(err, IOMT_E_VERIFY,
+                            "image-size: image is %llu bytes, recorded %llu",
+                            (unsigned long long)sb.st_size,
+                            (unsigned long long)si->image_size);
+    rc = iomt_sha256_file(path, si->image_size, digest, &got, NULL);
+    if (rc == IOMT_E_IO || rc == IOMT_E_NOMEM || rc == IOMT_E_CRYPTO)
+        return iomt_err_set(err, rc, "image-digest: image unreadable");
+    if (rc != IOMT_OK || got != si->image_size)
+        return iomt_err_set(err, IOMT_E_VERIFY,
+                            "image-size: image changed size while read");
+    if (memcmp(digest, si->image_digest, IOMT_SHA256_LEN) != 0)
+        return iomt_err_set(err, IOMT_E_VERIFY,
+                            "image-digest: image digest mismatch");
+    return IOMT_OK;
+}
+
 /* Re-verifies a slot as the boot verifier does, from what is on disk. */
 static int verify_slot(struct iomt_slots *s, int slot,
                        const struct iomt_key *anchor, struct iomt_err *err)
@@ -467,30 +510,27 @@ static int verify_slot(struct iomt_slots *s, int slot,
     int rc;
 
     if (!si->valid)
-        return iomt_err_set(err, IOMT_E_STATE, "slot %s: holds no image",
-                            iomt_slot_name(slot));
+        return iomt_err_set(err, IOMT_E_STATE, "holds no image");
     if (slot_path(s->dir, slot, "suit", path, sizeof(path)) != 0 ||
         read_envelope(path, s->scratch, &env_len) != 0)
-        return iomt_err_set(err, IOMT_E_IO, "slot %s: envelope unreadable",
-                            iomt_slot_name(slot));
+        return iomt_err_set(err, IOMT_E_IO, "envelope unreadable");
     rc = check_envelope(s->scratch, env_len, anchor, s->st.vendor_id,
                         s->st.class_id, &m, err);
     if (rc != IOMT_OK)
         return rc;
     if (m.seq < s->st.rollback_seq)
-        return iomt_err_set(err, IOMT_E_ROLLBACK,
-                            "rollback: slot %s seq %llu below counter %llu",
-                            iomt_slot_name(slot), (unsigned long long)m.seq,
-                            (unsigned long long)s->st.rollback_seq);
+        return iomt_err_set(
+            err, IOMT_E_ROLLBACK, "rollback: seq %llu below counter %llu",
+            (unsigned long long)m.seq, (unsigned long long)s->st.rollback_seq);
     /* The envelope on disk must be the one recorded when it was staged. */
     if (m.seq != si->seq ||
         memcmp(m.image_digest, si->image_digest, IOMT_SHA256_LEN) != 0)
         return iomt_err_set(err, IOMT_E_VERIFY,
-                            "slot %s: envelope differs from the state record",
-                            iomt_slot_name(slot));
-    if (slot_path(s->dir, slot, "img", path, sizeof(path)) != 0)
-        return iomt_err_set(err, IOMT_E_INPUT, "state dir: path too long");
-    return check_image(&m, path, err);
+                            "envelope differs from the state record");
+    if (m.image_size != si->image_size)
+        return iomt_err_set(err, IOMT_E_VERIFY,
+                            "envelope differs from the state record");
+    return iomt_slots_check_image(s, slot, err);
 }
 
 /* ---- public operations ---- */
@@ -733,7 +773,7 @@ static int revert_trial(struct iomt_slots *s, struct iomt_err *err)
 int iomt_slots_boot(struct iomt_slots *s, const struct iomt_key *trust_anchor,
                     int *booted, struct iomt_err *err)
 {
-    struct iomt_err why = {0};
+    struct iomt_err why = {0}, why_other = {0};
     int active = s->st.active;
     int other = 1 - active;
     int rc;
@@ -773,7 +813,7 @@ int iomt_slots_boot(struct iomt_slots *s, const struct iomt_key *trust_anchor,
         *booted = active;
         return IOMT_OK;
     }
-    if (verify_slot(s, other, trust_anchor, NULL) == IOMT_OK) {
+    if (verify_slot(s, other, trust_anchor, &why_other) == IOMT_OK) {
         struct iomt_slot_state next = s->st;
 
         next.active = other;
@@ -787,8 +827,13 @@ int iomt_slots_boot(struct iomt_slots *s, const struct iomt_key *trust_anchor,
         *booted = other;
         return IOMT_OK;
     }
-    return iomt_err_set(err, IOMT_E_VERIFY, "boot: no bootable image (%s)",
-                        why.msg);
+    /* Both slots are named, in slot order, so service staff see what is
+     * wrong with each image without reading the state directory. */
+    return iomt_err_set(err, IOMT_E_VERIFY,
+                        "boot: no verified image to boot: slot A: %s; "
+                        "slot B: %s",
+                        active == 0 ? why.msg : why_other.msg,
+                        active == 0 ? why_other.msg : why.msg);
 }
 
 int iomt_slots_confirm(struct iomt_slots *s, struct iomt_err *err)

@@ -104,6 +104,16 @@ int iomt_slots_mark_trial(struct iomt_slots *s, struct iomt_err *err);
  */
 int iomt_slots_boot(struct iomt_slots *s, const struct iomt_key *trust_anchor,
                     int *booted, struct iomt_err *err);
+/*
+ * Re-hashes a valid slot's image against the digest and size recorded in
+ * the state record (no trust anchor needed: cheap enough for a status
+ * report). IOMT_E_STATE for a slot that holds no image, IOMT_E_VERIFY with
+ * "image-digest:" or "image-size:" when the image is missing, cut short,
+ * grown or overwritten, IOMT_E_IO when it cannot be read.
+ */
+int iomt_slots_check_image(const struct iomt_slots *s, int slot,
+                           struct iomt_err *err);
+
 /* The slot the last boot ran, or IOMT_SLOT_NONE. */
 int iomt_slots_running(const struct iomt_slots *s);
 

@@ -515,7 +515,60 @@ static void test_active_corrupted_no_rollback(void **state)
     assert_int_equal(iomt_slots_boot(s, f->key, &booted, &err), IOMT_E_VERIFY);
     assert_int_equal(booted, IOMT_SLOT_NONE);
     assert_int_equal(iomt_slots_state(s)->rollback_seq, 2);
+    /* Service staff are told what is wrong with each slot, in order. */
+    assert_string_equal(err.msg,
+                        "boot: no verified image to boot: slot A: rollback: "
+                        "seq 1 below counter 2; slot B: image-digest: image "
+                        "digest mismatch");
     iomt_slots_close(s);
+}
+
+static void expect_damaged(const char *dir, int slot, int want_rc,
+                           const char *want)
+{
+    struct iomt_slots *s = open_dev(dir);
+    struct iomt_err err = {0};
+
+    assert_int_equal(iomt_slots_check_image(s, slot, &err), want_rc);
+    if (strcmp(err.msg, want) != 0)
+        fail_msg("want '%s', got '%s'", want, err.msg);
+    iomt_slots_close(s);
+}
+
+/* What status reports: the image on disk against the state record. */
+static void test_check_image_damaged(void **state)
+{
+    struct fixture *f = *state;
+    struct iomt_slots *s;
+    struct iomt_err err = {0};
+    char dir[128], path[256];
+    uint8_t *zero = calloc(1, 200 * 1024 + 17);
+    int fd;
+
+    assert_non_null(zero);
+    new_device(f, dir, sizeof(dir));
+    s = open_dev(dir);
+    assert_int_equal(iomt_slots_check_image(s, 0, &err), IOMT_OK);
+    assert_int_equal(iomt_slots_check_image(s, 2, &err), IOMT_E_INPUT);
+    iomt_slots_close(s);
+    expect_damaged(dir, 1, IOMT_E_STATE, "holds no image");
+
+    /* Zeroed in place, same size. */
+    snprintf(path, sizeof(path), "%s/slot_a.img", dir);
+    write_file(path, zero, 200 * 1024 + 17);
+    expect_damaged(dir, 0, IOMT_E_VERIFY,
+                   "image-digest: image digest mismatch");
+    /* Truncated. */
+    fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 4096), 0);
+    close(fd);
+    expect_damaged(dir, 0, IOMT_E_VERIFY,
+                   "image-size: image is 4096 bytes, recorded 204817");
+    /* Gone. */
+    assert_int_equal(unlink(path), 0);
+    expect_damaged(dir, 0, IOMT_E_VERIFY, "image-digest: image missing");
+    free(zero);
 }
 
 /*
@@ -618,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_trial_attempts_exhausted),
         cmocka_unit_test(test_torn_record_falls_back),
         cmocka_unit_test(test_active_corrupted_no_rollback),
+        cmocka_unit_test(test_check_image_damaged),
         cmocka_unit_test(test_power_cut_every_write),
         cmocka_unit_test(test_power_cut_over_valid_slot),
     };
