@@ -92,16 +92,21 @@ int device_id_ok(const char *id);
 int agent_token_ok(const char *token);
 /* 0 for an https:// URL with a host; else -1 and a reason naming --hub. */
 int agent_check_hub(const char *url, char *reason, size_t cap);
-/* What the state directory lacks to be enrolled ("no device.crt"), or
- * NULL when its identity files are all there. */
-const char *device_missing(const char *state_dir);
+/*
+ * Why the state directory is not an enrolled device ("not enrolled (no
+ * device.crt)", "device.conf: malformed"), or NULL when its identity
+ * files are all there. *malformed (may be NULL) is set to 1 when a file
+ * is present but damaged, so enrolling again would be wrong.
+ */
+const char *device_missing(const char *state_dir, int *malformed);
 /* 1 when the state directory holds a certificate and provisioned slots. */
 int device_is_enrolled(const char *state_dir);
 /*
  * Enrols into a state directory that must not exist yet (or be empty);
  * nothing is left behind on failure. Returns 0, AGENT_EXIT_USAGE (bad
- * option, reason names it) or AGENT_EXIT_INTERNAL (factory image refused,
- * hub unreachable, token refused).
+ * option, reason names it), AGENT_EXIT_REJECTED (the factory envelope or
+ * image failed its signature, digest or vendor/class check) or
+ * AGENT_EXIT_INTERNAL (hub unreachable, token refused, storage).
  */
 int device_enrol(const struct device_opts *o, const struct enrol_opts *e,
                  char *reason, size_t reason_cap);
@@ -122,7 +127,8 @@ struct sim_opts {
     const char *anchor_path;
     const char *dir;
     const char *results_path;
-    unsigned count; /* 0: every line of the fleet file */
+    const char *count_option; /* "--count" or "--simulate", for messages */
+    unsigned count;           /* 0: every line of the fleet file */
     unsigned concurrency;
     unsigned cycles;
     int quiet;

@@ -12,6 +12,14 @@
 
 #include "agent.h"
 
+#define HTTP_CONNECT_SECONDS 10L
+/* Fewer than HTTP_LOW_SPEED_BYTES a second for HTTP_LOW_SPEED_SECONDS
+ * aborts a call. Calls with small bodies (JSON, envelopes, EST) also get
+ * a total cap. */
+#define HTTP_LOW_SPEED_BYTES    1024L
+#define HTTP_LOW_SPEED_SECONDS  60L
+#define HTTP_SMALL_CALL_SECONDS 60L
+
 struct agent_http {
     CURL *curl;
     char base[AGENT_URL_MAX];
@@ -48,8 +56,12 @@ struct agent_http *http_open(const char *base_url, const char *ca_path,
     curl_easy_setopt(h->curl, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(h->curl, CURLOPT_CAINFO, ca_path);
     curl_easy_setopt(h->curl, CURLOPT_CAPATH, NULL);
-    curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT, 120L);
+    /* A stalled or trickling hub is cut off by speed, not by total time:
+     * an image near the hub's size limit over a slow link may need far
+     * longer than any fixed cap, while a link that stops still ends. */
+    curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT, HTTP_CONNECT_SECONDS);
+    curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_LIMIT, HTTP_LOW_SPEED_BYTES);
+    curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_TIME, HTTP_LOW_SPEED_SECONDS);
     if (cert_path != NULL && key_path != NULL) {
         curl_easy_setopt(h->curl, CURLOPT_SSLCERT, cert_path);
         curl_easy_setopt(h->curl, CURLOPT_SSLCERTTYPE, "PEM");
@@ -149,6 +161,11 @@ int http_call(struct agent_http *h, const char *method, const char *path,
         curl_easy_setopt(h->curl, CURLOPT_USERNAME, NULL);
         curl_easy_setopt(h->curl, CURLOPT_PASSWORD, NULL);
     }
+    /* Only a body streamed to a file may be large; it runs as long as it
+     * keeps moving. */
+    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT,
+                     sink != NULL && sink->fd >= 0 ? 0L
+                                                   : HTTP_SMALL_CALL_SECONDS);
     curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, sink_write);
     curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, sink);
 

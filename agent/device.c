@@ -24,6 +24,7 @@
 #define JSON_MAX       (64 * 1024)
 #define CERT_MAX       (64 * 1024)
 #define RELEASE_ID_MAX 64
+#define RELEASE_ID_HEX 16 /* hex digits of the manifest digest */
 
 void agent_log(int quiet, const char *device, const char *fmt, ...)
 {
@@ -133,26 +134,46 @@ static int read_device_id(const char *dir, char *id, size_t cap)
     return 0;
 }
 
+/* 1 when device.conf exists (as any kind of file, readable or not). */
+static int conf_exists(const char *dir)
+{
+    char path[PATH_MAX];
+    struct stat sb;
+
+    return join_path(path, sizeof(path), dir, "device.conf") == 0 &&
+           lstat(path, &sb) == 0;
+}
+
 /*
  * What a state directory lacks to be an enrolled device, or NULL when it
  * has every file of one (the slot state is left to the boot verifier).
  */
-const char *device_missing(const char *state_dir)
+const char *device_missing(const char *state_dir, int *malformed)
 {
     static const struct {
         const char *file, *why;
     } need[] = {
-        {"device.key", "no device.key"},
-        {"device.crt", "no device.crt"},
+        {"device.key", "not enrolled (no device.key)"},
+        {"device.crt", "not enrolled (no device.crt)"},
     };
     char path[PATH_MAX];
     char id[IOMT_NAME_MAX + 1];
     struct stat sb;
 
+    if (malformed != NULL)
+        *malformed = 0;
     if (stat(state_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return "no such directory";
-    if (read_device_id(state_dir, id, sizeof(id)) != 0)
-        return "no device.conf";
+        return "not enrolled (no such directory)";
+    /* A file that is there but unreadable or garbage is damage, not an
+     * absent enrolment: saying "no device.conf" would send the operator
+     * to enrol again over a device that has an identity. */
+    if (read_device_id(state_dir, id, sizeof(id)) != 0) {
+        if (!conf_exists(state_dir))
+            return "not enrolled (no device.conf)";
+        if (malformed != NULL)
+            *malformed = 1;
+        return "device.conf: malformed";
+    }
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
         if (join_path(path, sizeof(path), state_dir, need[i].file) != 0 ||
             access(path, R_OK) != 0)
@@ -164,7 +185,7 @@ int device_is_enrolled(const char *state_dir)
 {
     struct iomt_slots *s = NULL;
 
-    if (device_missing(state_dir) != NULL ||
+    if (device_missing(state_dir, NULL) != NULL ||
         iomt_slots_open(state_dir, &s, NULL) != IOMT_OK)
         return 0;
     iomt_slots_close(s);
@@ -354,6 +375,13 @@ static int check_state_target(const char *state, char *parent, size_t pcap,
                  state, id);
         return AGENT_EXIT_USAGE;
     }
+    if (conf_exists(state)) {
+        snprintf(reason, cap,
+                 "--state: %s: device.conf: malformed; enrol into a new "
+                 "directory",
+                 state);
+        return AGENT_EXIT_USAGE;
+    }
     if (join_path(path, sizeof(path), state, "device.crt") == 0 &&
         access(path, F_OK) == 0) {
         snprintf(reason, cap, "--state: %s already holds a device certificate",
@@ -435,7 +463,12 @@ static int provision_slots(const char *dir, const struct device_opts *o,
     free(env);
     if (rc != IOMT_OK) {
         snprintf(reason, cap, "factory: %s", err.msg);
-        return AGENT_EXIT_INTERNAL;
+        /* A factory image that fails its signature, digest or class check
+         * is a verdict on the input, like any rejected release. */
+        return rc == IOMT_E_VERIFY || rc == IOMT_E_ROLLBACK ||
+                       rc == IOMT_E_INPUT
+                   ? AGENT_EXIT_REJECTED
+                   : AGENT_EXIT_INTERNAL;
     }
     return 0;
 }
@@ -592,6 +625,10 @@ struct cycle {
     struct cycle_outcome *out;
     json_t *release_id;
     char release_path[RELEASE_ID_MAX + 1];
+    /* What the hub's offer says; checked against the signed manifest. */
+    uint64_t offered_seq;
+    uint64_t offered_size;
+    char offered_version[IOMT_SUIT_TEXT_MAX + 1];
 };
 
 static void set_reason(struct cycle *c, const char *fmt, ...)
@@ -692,20 +729,128 @@ static void report(struct cycle *c)
         agent_log(c->o->quiet, c->id, "event=report-failed status=%ld", status);
 }
 
-/* The release ID goes into a URL path: digits or a short safe token. */
-static int take_release_id(struct cycle *c, json_t *id)
+/* The hub names a release by 16 lower-case hex digits (docs/API.md). */
+static int release_id_ok(const char *id, size_t n)
 {
-    if (json_is_integer(id)) {
-        snprintf(c->release_path, sizeof(c->release_path), "%lld",
-                 (long long)json_integer_value(id));
-    } else if (json_is_string(id) && device_id_ok(json_string_value(id)) &&
-               strlen(json_string_value(id)) <= RELEASE_ID_MAX) {
-        snprintf(c->release_path, sizeof(c->release_path), "%s",
-                 json_string_value(id));
-    } else {
+    if (n != RELEASE_ID_HEX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Versions as hubs and manifests carry them: printable ASCII, bounded. */
+static int version_ok(const char *v, size_t n)
+{
+    if (n > IOMT_SUIT_TEXT_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static int json_uint_ok(const json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) >= 0;
+}
+
+/*
+ * Reads the check-in answer: {"release": null}, or a release object with
+ * every member the API names, each of its type. Anything else is an
+ * error, not "no update": a broken or hostile hub must not be able to
+ * hold updates back while the device reports that all is well.
+ * Returns 0 (no update), 1 (an offer, taken into c) or -1 (*what says
+ * which part was wrong).
+ */
+static int take_offer(struct cycle *c, const json_t *answer, const char **what)
+{
+    json_t *rel, *id, *seq, *version, *size;
+
+    if (!json_is_object(answer)) {
+        *what = "not a JSON object";
         return -1;
     }
-    c->release_id = json_incref(id);
+    rel = json_object_get(answer, "release");
+    if (rel == NULL) {
+        *what = "no release member";
+        return -1;
+    }
+    if (json_is_null(rel))
+        return 0;
+    if (!json_is_object(rel)) {
+        *what = "release is neither an object nor null";
+        return -1;
+    }
+    id = json_object_get(rel, "release_id");
+    seq = json_object_get(rel, "seq");
+    version = json_object_get(rel, "version");
+    size = json_object_get(rel, "image_size");
+    if (!json_is_string(id) ||
+        !release_id_ok(json_string_value(id), json_string_length(id)))
+        *what = "release_id is not 16 lower-case hex digits";
+    else if (!json_uint_ok(seq))
+        *what = "seq is not an integer in 0..2^63-1";
+    else if (!json_is_string(version) ||
+             !version_ok(json_string_value(version),
+                         json_string_length(version)))
+        *what = "version is not printable ASCII of at most 64 bytes";
+    else if (!json_uint_ok(size))
+        *what = "image_size is not an integer in 0..2^63-1";
+    else {
+        snprintf(c->release_path, sizeof(c->release_path), "%s",
+                 json_string_value(id));
+        c->release_id = json_incref(id);
+        c->offered_seq = (uint64_t)json_integer_value(seq);
+        c->offered_size = (uint64_t)json_integer_value(size);
+        snprintf(c->offered_version, sizeof(c->offered_version), "%s",
+                 json_string_value(version));
+        return 1;
+    }
+    return -1;
+}
+
+/*
+ * The hub names a release by its manifest digest, so the offered ID, seq,
+ * version and size must be those of the signed manifest fetched under
+ * that ID. Otherwise a hub (or its storage) that serves another authentic
+ * release under this ID would have the device install B while it reports
+ * "installed A", and the fleet's inventory would be wrong.
+ */
+static int check_offer(struct cycle *c, const struct iomt_suit_manifest *m)
+{
+    char hex[2 * IOMT_SHA256_LEN + 1];
+
+    iomt_hex(m->manifest_digest, IOMT_SHA256_LEN, hex);
+    if (memcmp(hex, c->release_path, RELEASE_ID_HEX) != 0) {
+        set_reason(c,
+                   "release-id: offered release %s, but the signed manifest "
+                   "is release %.16s",
+                   c->release_path, hex);
+        return -1;
+    }
+    if (m->seq != c->offered_seq) {
+        set_reason(c, "release-id: offered seq %llu, the manifest says %llu",
+                   (unsigned long long)c->offered_seq,
+                   (unsigned long long)m->seq);
+        return -1;
+    }
+    if (strcmp(m->version, c->offered_version) != 0) {
+        set_reason(c,
+                   "release-id: offered version \"%s\", the manifest says "
+                   "\"%s\"",
+                   c->offered_version, m->version);
+        return -1;
+    }
+    if (m->image_size != c->offered_size) {
+        set_reason(c,
+                   "release-id: offered image_size %llu, the manifest says "
+                   "%llu",
+                   (unsigned long long)c->offered_size,
+                   (unsigned long long)m->image_size);
+        return -1;
+    }
     return 0;
 }
 
@@ -840,30 +985,23 @@ static int install(struct cycle *c, const uint8_t *env, size_t env_len,
     return 0;
 }
 
-static void offer(struct cycle *c, json_t *rel)
+static void offer(struct cycle *c)
 {
     const struct iomt_slot_state *st = iomt_slots_state(c->slots);
     struct iomt_suit_manifest m;
     struct iomt_err err = {0};
     char staging[PATH_MAX];
-    json_t *seq = json_object_get(rel, "seq");
     uint8_t *env = NULL;
     size_t env_len = 0;
     int rc;
 
     c->out->result = CYCLE_REJECTED;
-    if (take_release_id(c, json_object_get(rel, "release_id")) != 0) {
-        set_reason(c, "offer: release_id missing or malformed");
-        c->out->result = CYCLE_ERROR;
-        return;
-    }
     /* The offered seq is unsigned hub data: only a cheap early refusal. */
-    if (json_is_integer(seq) &&
-        (uint64_t)json_integer_value(seq) <= st->rollback_seq) {
+    if (c->offered_seq <= st->rollback_seq) {
         set_reason(c,
-                   "rollback: offered seq %lld is not above installed "
+                   "rollback: offered seq %llu is not above installed "
                    "%llu",
-                   (long long)json_integer_value(seq),
+                   (unsigned long long)c->offered_seq,
                    (unsigned long long)st->rollback_seq);
         return;
     }
@@ -874,6 +1012,8 @@ static void offer(struct cycle *c, json_t *rel)
         set_reason(c, "%s", err.msg);
         goto out_free;
     }
+    if (check_offer(c, &m) != 0)
+        goto out_free;
     if (join_path(staging, sizeof(staging), c->o->state_dir, "staging.img") !=
         0) {
         set_reason(c, "state: path too long");
@@ -891,41 +1031,65 @@ out_free:
     free(env);
 }
 
+/*
+ * Power-on: the boot verifier picks and re-verifies a slot. When neither
+ * slot verifies the device runs nothing and is told to need service; the
+ * check-in API has no state for "unbootable", so the hub does not hear of
+ * it from here (docs/KNOWN_ISSUES.md).
+ */
+static int power_on(struct cycle *c)
+{
+    struct iomt_err err = {0};
+    int booted = IOMT_SLOT_NONE;
+
+    if (iomt_slots_open(c->o->state_dir, &c->slots, &err) != IOMT_OK) {
+        set_reason(c, "state: %s", err.msg);
+        return -1;
+    }
+    if (iomt_slots_boot(c->slots, c->o->trust_anchor, &booted, &err) !=
+        IOMT_OK) {
+        if (err.code == IOMT_E_VERIFY) {
+            c->out->result = CYCLE_REJECTED;
+            set_reason(c, "%s; device needs service", err.msg);
+        } else {
+            set_reason(c, "boot: %s",
+                       strncmp(err.msg, "boot: ", 6) == 0 ? err.msg + 6
+                                                          : err.msg);
+        }
+        return -1;
+    }
+    /* A trial left running by a reset after its boot is confirmed now. */
+    if (booted == iomt_slots_state(c->slots)->trial &&
+        iomt_slots_confirm(c->slots, &err) != IOMT_OK) {
+        set_reason(c, "confirm: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 void device_cycle(const struct device_opts *o, struct cycle_outcome *out)
 {
     struct cycle c;
-    struct iomt_err err = {0};
     char cert[PATH_MAX], key[PATH_MAX];
-    json_t *answer = NULL, *rel;
-    const char *missing;
-    int booted;
+    json_t *answer = NULL;
+    const char *missing, *what = NULL;
     long status;
+    int offered;
 
     memset(out, 0, sizeof(*out));
     memset(&c, 0, sizeof(c));
     c.o = o;
     c.out = out;
     out->result = CYCLE_ERROR;
-    missing = device_missing(o->state_dir);
+    missing = device_missing(o->state_dir, NULL);
     if (missing != NULL ||
         read_device_id(o->state_dir, c.id, sizeof(c.id)) != 0) {
-        set_reason(&c, "state: not enrolled (%s)",
-                   missing ? missing : "bad device.conf");
+        set_reason(&c, "state: %s",
+                   missing ? missing : "device.conf: malformed");
         return;
     }
-    /* Power-on: the boot verifier picks and re-verifies a slot. */
-    if (iomt_slots_open(o->state_dir, &c.slots, &err) != IOMT_OK ||
-        iomt_slots_boot(c.slots, o->trust_anchor, &booted, &err) != IOMT_OK) {
-        set_reason(&c, "boot: %s",
-                   strncmp(err.msg, "boot: ", 6) == 0 ? err.msg + 6 : err.msg);
+    if (power_on(&c) != 0)
         goto out_free;
-    }
-    /* A trial left running by a reset after its boot is confirmed now. */
-    if (booted == iomt_slots_state(c.slots)->trial &&
-        iomt_slots_confirm(c.slots, &err) != IOMT_OK) {
-        set_reason(&c, "confirm: %s", err.msg);
-        goto out_free;
-    }
     running_version(c.slots, out->old_version, sizeof(out->old_version),
                     &out->old_seq);
     memcpy(out->new_version, out->old_version, sizeof(out->new_version));
@@ -938,17 +1102,25 @@ void device_cycle(const struct device_opts *o, struct cycle_outcome *out)
         goto out_free;
     }
     status = checkin(&c, &answer);
-    if (status != 200 || answer == NULL) {
-        set_reason(&c, "checkin: %s",
-                   status < 0 ? http_error(c.h) : "hub refused");
+    if (status < 0) {
+        set_reason(&c, "checkin: %s", http_error(c.h));
         goto out_free;
     }
-    rel = json_object_get(answer, "release");
-    if (rel == NULL || json_is_null(rel)) {
+    if (status != 200) {
+        set_reason(&c, "checkin: hub refused (HTTP %ld)", status);
+        goto out_free;
+    }
+    offered = answer == NULL ? -1 : take_offer(&c, answer, &what);
+    if (offered < 0) {
+        set_reason(&c, "checkin: malformed answer: %s",
+                   what != NULL ? what : "not JSON");
+        goto out_free;
+    }
+    if (offered == 0) {
         out->result = CYCLE_NO_UPDATE;
         goto out_free;
     }
-    offer(&c, rel);
+    offer(&c);
     if (c.slots != NULL)
         running_version(c.slots, out->new_version, sizeof(out->new_version),
                         &out->new_seq);
@@ -964,17 +1136,91 @@ out_free:
     iomt_slots_close(c.slots);
 }
 
+/* What one slot is: "valid", "invalid" or "damaged" (why in reason). */
+static const char *slot_health(const struct iomt_slots *s, int slot,
+                               char *reason, size_t cap)
+{
+    struct iomt_err err = {0};
+
+    reason[0] = '\0';
+    if (!iomt_slots_state(s)->slot[slot].valid)
+        return "invalid";
+    if (iomt_slots_check_image(s, slot, &err) == IOMT_OK)
+        return "valid";
+    snprintf(reason, cap, "%s", err.msg);
+    return "damaged";
+}
+
+static json_t *status_json(const char *id, const struct iomt_slots *s)
+{
+    const struct iomt_slot_state *st = iomt_slots_state(s);
+    json_t *slots = json_array();
+    json_t *o;
+
+    for (int i = 0; i < 2 && slots != NULL; i++) {
+        char reason[sizeof(((struct iomt_err *)0)->msg)];
+        const char *health = slot_health(s, i, reason, sizeof(reason));
+        json_t *one = json_pack(
+            "{s:s, s:b, s:s, s:I, s:s}", "slot", iomt_slot_name(i), "valid",
+            strcmp(health, "valid") == 0, "state", health, "seq",
+            (json_int_t)st->slot[i].seq, "version", st->slot[i].version);
+
+        if (one != NULL && reason[0] != '\0' &&
+            json_object_set_new(one, "reason", json_string(reason)) != 0) {
+            json_decref(one);
+            one = NULL;
+        }
+        if (one == NULL || json_array_append_new(slots, one) != 0) {
+            json_decref(slots);
+            slots = NULL;
+        }
+    }
+    if (slots == NULL)
+        return NULL;
+    o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:I, s:o}", "device_id",
+                  id, "vendor", st->vendor, "class", st->class_name, "active",
+                  iomt_slot_name(st->active), "trial",
+                  iomt_slot_name(st->trial), "trial_attempts",
+                  (int)st->trial_attempts, "confirmed", st->confirmed,
+                  "rollback_seq", (json_int_t)st->rollback_seq, "slots", slots);
+    return o;
+}
+
+static void status_text(const char *id, const struct iomt_slots *s)
+{
+    const struct iomt_slot_state *st = iomt_slots_state(s);
+
+    printf("device   %s\nvendor   %s\nclass    %s\n", id, st->vendor,
+           st->class_name);
+    printf("active   %s (%s)\ntrial    %s (attempts %u)\n",
+           iomt_slot_name(st->active),
+           st->confirmed ? "confirmed" : "unconfirmed",
+           iomt_slot_name(st->trial), st->trial_attempts);
+    printf("rollback %llu\n", (unsigned long long)st->rollback_seq);
+    for (int i = 0; i < 2; i++) {
+        char reason[sizeof(((struct iomt_err *)0)->msg)];
+        const char *health = slot_health(s, i, reason, sizeof(reason));
+
+        printf("slot %s   %-7s seq=%llu version=%s%s%s\n", iomt_slot_name(i),
+               health, (unsigned long long)st->slot[i].seq, st->slot[i].version,
+               reason[0] ? " reason=" : "", reason);
+    }
+}
+
+/*
+ * The state record says what was verified when it was written; each
+ * valid slot's image is hashed again so that one lost, cut short or
+ * overwritten since shows as damaged rather than valid.
+ */
 int device_status(const char *state_dir, int json)
 {
     struct iomt_slots *s = NULL;
     struct iomt_err err = {0};
-    const struct iomt_slot_state *st;
     char id[IOMT_NAME_MAX + 1] = "-";
-    const char *missing = device_missing(state_dir);
+    const char *missing = device_missing(state_dir, NULL);
 
     if (missing != NULL) {
-        fprintf(stderr, "iomt-agent: --state: %s is not enrolled (%s)\n",
-                state_dir, missing);
+        fprintf(stderr, "iomt-agent: --state: %s: %s\n", state_dir, missing);
         return AGENT_EXIT_USAGE;
     }
     if (iomt_slots_open(state_dir, &s, &err) != IOMT_OK) {
@@ -982,37 +1228,21 @@ int device_status(const char *state_dir, int json)
         return AGENT_EXIT_USAGE;
     }
     read_device_id(state_dir, id, sizeof(id));
-    st = iomt_slots_state(s);
     if (json) {
-        json_t *o = json_pack(
-            "{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:I, s:[{s:s, s:b, s:I, "
-            "s:s}, {s:s, s:b, s:I, s:s}]}",
-            "device_id", id, "vendor", st->vendor, "class", st->class_name,
-            "active", iomt_slot_name(st->active), "trial",
-            iomt_slot_name(st->trial), "trial_attempts",
-            (int)st->trial_attempts, "confirmed", st->confirmed, "rollback_seq",
-            (json_int_t)st->rollback_seq, "slots", "slot", "A", "valid",
-            st->slot[0].valid, "seq", (json_int_t)st->slot[0].seq, "version",
-            st->slot[0].version, "slot", "B", "valid", st->slot[1].valid, "seq",
-            (json_int_t)st->slot[1].seq, "version", st->slot[1].version);
+        json_t *o = status_json(id, s);
         char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 
         if (text != NULL)
             printf("%s\n", text);
         free(text);
         json_decref(o);
+        if (text == NULL) {
+            fprintf(stderr, "iomt-agent: out of memory\n");
+            iomt_slots_close(s);
+            return AGENT_EXIT_INTERNAL;
+        }
     } else {
-        printf("device   %s\nvendor   %s\nclass    %s\n", id, st->vendor,
-               st->class_name);
-        printf("active   %s (%s)\ntrial    %s (attempts %u)\n",
-               iomt_slot_name(st->active),
-               st->confirmed ? "confirmed" : "unconfirmed",
-               iomt_slot_name(st->trial), st->trial_attempts);
-        printf("rollback %llu\n", (unsigned long long)st->rollback_seq);
-        for (int i = 0; i < 2; i++)
-            printf("slot %s   %s seq=%llu version=%s\n", iomt_slot_name(i),
-                   st->slot[i].valid ? "valid  " : "invalid",
-                   (unsigned long long)st->slot[i].seq, st->slot[i].version);
+        status_text(id, s);
     }
     iomt_slots_close(s);
     return AGENT_EXIT_OK;

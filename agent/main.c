@@ -1,8 +1,9 @@
 /*
  * iomt-agent: argument parsing and dispatch. Exit codes: 0 done (installed
- * or nothing to do), 1 release rejected, 2 bad usage, unreadable input or
- * a state directory that is not (or already) enrolled, 3 internal,
- * enrolment or network failure.
+ * or nothing to do), 1 rejected (a release or factory image failed a
+ * check, or no slot holds a verified image), 2 bad usage, unreadable
+ * input or a state directory that is not (or already) enrolled, 3
+ * internal, enrolment or network failure, or a malformed hub answer.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@ struct args {
     const char *state, *hub, *ca, *anchor, *device_id, *token, *token_file;
     const char *vendor, *class_name, *image, *envelope;
     const char *fleet, *dir, *results, *count, *concurrency, *cycles;
+    const char *count_option; /* which spelling gave the count */
     int quiet, json, help;
 };
 
@@ -44,9 +46,11 @@ static void usage(FILE *out)
             "or '-'.\n"
             "enrol needs a new (or empty) --state directory and leaves "
             "nothing behind\nwhen it fails.\n"
-            "Exit: 0 done, 1 release rejected, 2 bad usage, unreadable "
-            "input or a\nstate directory that is not (or already) "
-            "enrolled, 3 enrolment, network\nor internal failure.\n");
+            "Exit: 0 done, 1 rejected (release or factory image failed a "
+            "check, or\nno verified image to boot), 2 bad usage, "
+            "unreadable input or a state\ndirectory that is not (or "
+            "already) enrolled, 3 enrolment, network or\ninternal "
+            "failure, or a malformed hub answer.\n");
 }
 
 static int parse_args(int argc, char **argv, struct args *a)
@@ -98,6 +102,8 @@ static int parse_args(int argc, char **argv, struct args *a)
                     argv[i]);
             return -1;
         }
+        if (opts[k].off == offsetof(struct args, count))
+            a->count_option = opts[k].name;
         *(const char **)((char *)a + opts[k].off) = argv[++i];
     }
     return 0;
@@ -254,10 +260,9 @@ static int cmd_run(const struct args *a)
     if (need(a->state, "--state") || need(a->anchor, "--trust-anchor") ||
         need_hub(a))
         return AGENT_EXIT_USAGE;
-    missing = device_missing(a->state);
+    missing = device_missing(a->state, NULL);
     if (missing != NULL) {
-        fprintf(stderr, "iomt-agent: --state: %s is not enrolled (%s)\n",
-                a->state, missing);
+        fprintf(stderr, "iomt-agent: --state: %s: %s\n", a->state, missing);
         return AGENT_EXIT_USAGE;
     }
     if (load_anchor(a->anchor, &anchor) != 0)
@@ -297,7 +302,8 @@ static int cmd_simulate(const struct args *a)
         return AGENT_EXIT_USAGE;
     o.concurrency = 8;
     o.cycles = 1;
-    if (parse_uint(a->count, 1, 1000000, &o.count, "--count") ||
+    o.count_option = a->count_option ? a->count_option : "--count";
+    if (parse_uint(a->count, 1, 1000000, &o.count, o.count_option) ||
         parse_uint(a->concurrency, 1, 1024, &o.concurrency, "--concurrency") ||
         parse_uint(a->cycles, 1, 100, &o.cycles, "--cycles"))
         return AGENT_EXIT_USAGE;

@@ -90,6 +90,7 @@ static void run_device(struct fleet *f, struct fleet_dev *d)
     struct cycle_outcome step;
     char dir[PATH_MAX];
     int n = snprintf(dir, sizeof(dir), "%s/%s", o->dir, d->col[0]);
+    int malformed = 0;
 
     memset(&d->outcome, 0, sizeof(d->outcome));
     d->outcome.result = CYCLE_ERROR;
@@ -109,7 +110,14 @@ static void run_device(struct fleet *f, struct fleet_dev *d)
     dopts.quiet = o->quiet;
     /* A directory with an identity is never enrolled over; a broken slot
      * state in it is the boot verifier's to report. */
-    if (device_missing(dir) != NULL) {
+    if (device_missing(dir, &malformed) != NULL) {
+        /* Enrolling over a damaged identity would fail on the directory
+         * anyway; say what is wrong with it instead. */
+        if (malformed) {
+            snprintf(d->outcome.reason, sizeof(d->outcome.reason), "state: %s",
+                     device_missing(dir, NULL));
+            return;
+        }
         e.device_id = d->col[0];
         e.vendor = d->col[1];
         e.class_name = d->col[2];
@@ -229,9 +237,16 @@ int simulate_fleet(const struct sim_opts *o)
         rc = AGENT_EXIT_USAGE;
         goto out_free;
     }
+    if (f.count == 0) {
+        fprintf(stderr, "iomt-agent: --fleet: no devices in %s\n",
+                o->fleet_path);
+        rc = AGENT_EXIT_USAGE;
+        goto out_free;
+    }
     if (o->count != 0 && f.count < o->count) {
-        fprintf(stderr, "iomt-agent: fleet has %zu devices, %u asked\n",
-                f.count, o->count);
+        fprintf(stderr, "iomt-agent: %s: the fleet has %zu devices, %u asked\n",
+                o->count_option ? o->count_option : "--count", f.count,
+                o->count);
         rc = AGENT_EXIT_USAGE;
         goto out_free;
     }

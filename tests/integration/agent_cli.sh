@@ -55,13 +55,13 @@ enrol() { # state factory-envelope class hub
 }
 
 # A factory image signed by another key, or for another class, is refused
-# and nothing is provisioned.
-expect_rc 3 enrol "$work/d1" "$work/rogue.suit" "$class" https://127.0.0.1:1
+# (exit 1, a rejection like any release's) and nothing is provisioned.
+expect_rc 1 enrol "$work/d1" "$work/rogue.suit" "$class" https://127.0.0.1:1
 grep -q 'factory: signature' "$work/out" ||
     fail "rogue factory: $(cat "$work/out")"
 [ ! -e "$work/d1" ] || fail "rogue factory left a state directory"
 expect_rc 2 "$agent" status --state "$work/d1"
-expect_rc 3 enrol "$work/d2" "$work/fw.suit" other-class https://127.0.0.1:1
+expect_rc 1 enrol "$work/d2" "$work/fw.suit" other-class https://127.0.0.1:1
 grep -q 'class-id' "$work/out" || fail "wrong class: $(cat "$work/out")"
 [ ! -e "$work/d2" ] || fail "wrong class left a state directory"
 expect_rc 2 "$agent" status --state "$work/d2"
