@@ -838,8 +838,8 @@ static int check_offer(struct cycle *c, const struct iomt_suit_manifest *m)
     }
     if (strcmp(m->version, c->offered_version) != 0) {
         set_reason(c,
-                   "release-id: offered version \"%s\", the manifest says "
-                   "\"%s\"",
+                   "release-id: offered version '%s', the manifest says "
+                   "'%s'",
                    c->offered_version, m->version);
         return -1;
     }
@@ -1074,7 +1074,7 @@ void device_cycle(const struct device_opts *o, struct cycle_outcome *out)
     json_t *answer = NULL;
     const char *missing, *what = NULL;
     long status;
-    int offered;
+    int offered, rc;
 
     memset(out, 0, sizeof(*out));
     memset(&c, 0, sizeof(c));
@@ -1088,12 +1088,16 @@ void device_cycle(const struct device_opts *o, struct cycle_outcome *out)
                    missing ? missing : "device.conf: malformed");
         return;
     }
-    if (power_on(&c) != 0)
+    rc = power_on(&c);
+    /* Even a device that cannot boot says what its record holds. */
+    if (c.slots != NULL) {
+        running_version(c.slots, out->old_version, sizeof(out->old_version),
+                        &out->old_seq);
+        memcpy(out->new_version, out->old_version, sizeof(out->new_version));
+        out->new_seq = out->old_seq;
+    }
+    if (rc != 0)
         goto out_free;
-    running_version(c.slots, out->old_version, sizeof(out->old_version),
-                    &out->old_seq);
-    memcpy(out->new_version, out->old_version, sizeof(out->new_version));
-    out->new_seq = out->old_seq;
 
     if (join_path(cert, sizeof(cert), o->state_dir, "device.crt") != 0 ||
         join_path(key, sizeof(key), o->state_dir, "device.key") != 0 ||
