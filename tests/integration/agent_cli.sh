@@ -209,4 +209,55 @@ expect_rc 2 "$agent" simulate --fleet "$work/one.tsv" --hub notaurl \
     --dir "$work/fleet2"
 grep -q -- '--hub' "$work/out" || fail "simulate hub: $(cat "$work/out")"
 
+# A fleet file without devices is bad usage, not a run of zero devices.
+printf '# only a comment\n\n' >"$work/empty.tsv"
+for fleet in /dev/null "$work/empty.tsv"; do
+    expect_rc 2 "$agent" simulate --fleet "$fleet" \
+        --hub https://127.0.0.1:1 --ca "$work/ca/ca.pem" \
+        --trust-anchor "$work/mfr.pub.pem" --dir "$work/fleet3"
+    grep -q -- '--fleet: no devices' "$work/out" ||
+        fail "empty fleet $fleet: $(cat "$work/out")"
+    ! grep -q 'devices=0' "$work/out" || fail "ran zero devices"
+done
+# A bad count names the option it was given with.
+expect_rc 2 "$agent" --simulate abc --fleet "$work/one.tsv" \
+    --hub https://127.0.0.1:1 --ca "$work/ca/ca.pem" \
+    --trust-anchor "$work/mfr.pub.pem" --dir "$work/fleet3"
+grep -q -- '--simulate must be 1\.\.1000000' "$work/out" ||
+    fail "--simulate abc: $(cat "$work/out")"
+! grep -q -- '--count' "$work/out" || fail "--simulate named --count"
+expect_rc 2 "$agent" simulate --count 0 --fleet "$work/one.tsv" \
+    --hub https://127.0.0.1:1 --ca "$work/ca/ca.pem" \
+    --trust-anchor "$work/mfr.pub.pem" --dir "$work/fleet3"
+grep -q -- '--count must be 1\.\.1000000' "$work/out" ||
+    fail "--count 0: $(cat "$work/out")"
+expect_rc 2 "$agent" --simulate 2 --fleet "$work/one.tsv" \
+    --hub https://127.0.0.1:1 --ca "$work/ca/ca.pem" \
+    --trust-anchor "$work/mfr.pub.pem" --dir "$work/fleet3"
+grep -q -- '--simulate: the fleet has 1 devices, 2 asked' "$work/out" ||
+    fail "--simulate 2: $(cat "$work/out")"
+
+# A device.conf that is there but garbage (or empty) is named as such:
+# "no device.conf" would send the operator to enrol again.
+for conf in 'garbage' '' 'device_id=../x'; do
+    rm -rf "$work/garbled"
+    mkdir -m 700 "$work/garbled"
+    printf '%s' "$conf" >"$work/garbled/device.conf"
+    cp "$work/mfr.pem" "$work/garbled/device.key"
+    cp "$work/ca/ca.pem" "$work/garbled/device.crt"
+    for cmd in status run; do
+        expect_rc 2 "$agent" "$cmd" --state "$work/garbled" \
+            --hub https://127.0.0.1:1 --ca "$work/ca/ca.pem" \
+            --trust-anchor "$work/mfr.pub.pem"
+        grep -q -- "--state: $work/garbled: device.conf: malformed" \
+            "$work/out" || fail "$cmd garbled '$conf': $(cat "$work/out")"
+        ! grep -q 'no device.conf' "$work/out" ||
+            fail "$cmd garbled '$conf' said no device.conf"
+    done
+    expect_rc 2 enrol "$work/garbled" "$work/fw.suit" "$class" \
+        https://127.0.0.1:1
+    grep -q 'device.conf: malformed' "$work/out" ||
+        fail "enrol garbled: $(cat "$work/out")"
+done
+
 echo "PASS agent_cli"
