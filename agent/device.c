@@ -678,7 +678,8 @@ static long post_json(struct cycle *c, const char *path, json_t *body,
         goto out_free;
     }
     if (answer != NULL && status >= 200 && status < 300)
-        *answer = json_loadb((const char *)sink.buf, sink.len, 0, NULL);
+        *answer =
+            json_loadb((const char *)sink.buf, sink.len, JSON_DECODE_ANY, NULL);
 out_free:
     free(text);
     free(sink.buf);
@@ -774,13 +775,13 @@ static int take_offer(struct cycle *c, const json_t *answer, const char **what)
     }
     rel = json_object_get(answer, "release");
     if (rel == NULL) {
-        *what = "no release member";
+        *what = "release: missing";
         return -1;
     }
     if (json_is_null(rel))
         return 0;
     if (!json_is_object(rel)) {
-        *what = "release is neither an object nor null";
+        *what = "release: neither an object nor null";
         return -1;
     }
     id = json_object_get(rel, "release_id");
@@ -789,15 +790,15 @@ static int take_offer(struct cycle *c, const json_t *answer, const char **what)
     size = json_object_get(rel, "image_size");
     if (!json_is_string(id) ||
         !release_id_ok(json_string_value(id), json_string_length(id)))
-        *what = "release_id is not 16 lower-case hex digits";
+        *what = "release_id: not 16 lower-case hex digits";
     else if (!json_uint_ok(seq))
-        *what = "seq is not an integer in 0..2^63-1";
+        *what = "seq: not an integer in 0..2^63-1";
     else if (!json_is_string(version) ||
              !version_ok(json_string_value(version),
                          json_string_length(version)))
-        *what = "version is not printable ASCII of at most 64 bytes";
+        *what = "version: not 0..64 printable ASCII bytes";
     else if (!json_uint_ok(size))
-        *what = "image_size is not an integer in 0..2^63-1";
+        *what = "image_size: not an integer in 0..2^63-1";
     else {
         snprintf(c->release_path, sizeof(c->release_path), "%s",
                  json_string_value(id));
