@@ -308,6 +308,15 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* An answer is written in the loop turn that made it: bufferevent_openssl
+ * would otherwise wait for epoll to report the socket writable, one more
+ * epoll_ctl and epoll_wait round for every answer. When the socket is
+ * full, the write side re-arms the event as usual. */
+static void write_now(struct hub_conn *c)
+{
+    event_active(&c->bev->ev_write, EV_WRITE, 1);
+}
+
 void hub_reply(struct hub_req *req, int status, const char *content_type,
                const void *body, size_t len)
 {
@@ -317,6 +326,7 @@ void hub_reply(struct hub_req *req, int status, const char *content_type,
                   body != NULL ? len : 0);
     if (body != NULL && len > 0)
         evbuffer_add(bufferevent_get_output(req->conn->bev), body, len);
+    write_now(req->conn);
 }
 
 void hub_reply_file(struct hub_req *req, int status, const char *content_type,
@@ -337,6 +347,7 @@ void hub_reply_file(struct hub_req *req, int status, const char *content_type,
     } else if (size == 0) {
         close(fd);
     }
+    write_now(req->conn);
 }
 
 void hub_reply_json(struct hub_req *req, int status, json_t *obj)
