@@ -163,21 +163,19 @@ static int checkin_write(struct hub_req *req, json_t **offer)
     int rc;
 
     /* A valid signature is not enough: the hub must have issued this very
-     * certificate to this device, and neither may have been revoked. */
-    if (!store_device_cert_ok(req->store, req->id.name, req->id.serial_hex))
-        return IOMT_E_AUTH;
+     * certificate to this device, and neither may have been revoked;
+     * store_checkin writes nothing and says IOMT_E_AUTH otherwise. */
+    rc =
+        store_checkin(req->store, req->id.name, req->id.serial_hex, ci->version,
+                      ci->seq, ci->slot, ci->state, (int64_t)time(NULL));
+    if (rc != IOMT_OK)
+        return rc;
+    *offer = offer_json(req, ci->seq);
+    if (*offer == NULL)
+        return IOMT_E_NOMEM;
     snprintf(detail, sizeof(detail), "seq=%llu slot=%s state=%s",
              (unsigned long long)ci->seq, ci->slot, ci->state);
-    rc = store_checkin(req->store, req->id.name, ci->version, ci->seq, ci->slot,
-                       ci->state, (int64_t)time(NULL));
-    if (rc == IOMT_OK) {
-        *offer = offer_json(req, ci->seq);
-        if (*offer == NULL)
-            rc = IOMT_E_NOMEM;
-    }
-    if (rc == IOMT_OK)
-        rc = api_audit(req, "checkin", req->id.name, detail);
-    return rc;
+    return api_audit(req, "checkin", req->id.name, detail);
 }
 
 /* Check-ins are frequent and restatable: NORMAL sync keeps them off the

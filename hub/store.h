@@ -85,9 +85,12 @@ int store_device_cert_ok(struct store *s, const char *device_id,
 int store_device_revoke(struct store *s, const char *device_id);
 json_t *store_devices_json(struct store *s);
 
-int store_checkin(struct store *s, const char *device_id, const char *version,
-                  uint64_t seq, const char *slot, const char *state,
-                  int64_t now);
+/* Records a check-in made with the certificate serial_hex: IOMT_E_AUTH,
+ * with nothing written, unless that certificate was issued to device_id
+ * and neither is revoked (the store_device_cert_ok rule). */
+int store_checkin(struct store *s, const char *device_id,
+                  const char *serial_hex, const char *version, uint64_t seq,
+                  const char *slot, const char *state, int64_t now);
 /* The release assigned to the device (device assignment first, then its
  * model), if its image is in; 1 when found, 0 when none. */
 int store_offer(struct store *s, const char *device_id,

@@ -104,11 +104,14 @@ enum stmt_id {
 };
 
 /* The release a device should run: its own assignment wins over its
- * model's, and the newest assignment wins within each. */
+ * model's, and the newest assignment wins within each. Two lookups that
+ * each read one index entry, newest first, where one query with OR would
+ * collect every matching assignment and sort them on each check-in. */
 #define EFFECTIVE_RELEASE                                                      \
-    "(SELECT a.release_id FROM assignments a WHERE a.device_id = d.device_id"  \
-    " OR (a.device_id IS NULL AND a.model = d.model)"                          \
-    " ORDER BY (a.device_id IS NOT NULL) DESC, a.id DESC LIMIT 1)"
+    "COALESCE((SELECT a.release_id FROM assignments a"                         \
+    " WHERE a.device_id = d.device_id ORDER BY a.id DESC LIMIT 1),"            \
+    " (SELECT a.release_id FROM assignments a WHERE a.device_id IS NULL"       \
+    " AND a.model = d.model ORDER BY a.id DESC LIMIT 1))"
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
@@ -140,8 +143,13 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " d.revoked, d.version, d.seq, d.slot, d.last_seen,"
                     " d.last_result, " EFFECTIVE_RELEASE
                     " FROM devices d ORDER BY d.device_id",
+    /* The issued-and-not-revoked check of ST_CERT_OK, in the same step
+     * as the write it guards. */
     [ST_DEV_CHECKIN] = "UPDATE devices SET version = ?2, seq = ?3, slot = ?4,"
-                       " state = ?5, last_seen = ?6 WHERE device_id = ?1",
+                       " state = ?5, last_seen = ?6 WHERE device_id = ?1"
+                       " AND revoked = 0 AND EXISTS (SELECT 1 FROM certs c"
+                       " WHERE c.serial = ?7 AND c.device_id = ?1"
+                       " AND c.revoked = 0)",
     [ST_CHECKIN_ADD] = "INSERT INTO checkins(device_id, ts, version, seq,"
                        " slot, state) VALUES(?,?,?,?,?,?)",
     [ST_OFFER] = "SELECT r.release_id, r.seq, r.version, r.image_size,"
@@ -667,9 +675,9 @@ static json_t *devices_json_nolock(struct store *s)
     return list;
 }
 
-int store_checkin(struct store *s, const char *device_id, const char *version,
-                  uint64_t seq, const char *slot, const char *state,
-                  int64_t now)
+int store_checkin(struct store *s, const char *device_id,
+                  const char *serial_hex, const char *version, uint64_t seq,
+                  const char *slot, const char *state, int64_t now)
 {
     sqlite3_stmt *stmt = st(s, ST_DEV_CHECKIN);
     int rc;
@@ -680,10 +688,15 @@ int store_checkin(struct store *s, const char *device_id, const char *version,
     bind_text(stmt, 4, slot);
     bind_text(stmt, 5, state);
     sqlite3_bind_int64(stmt, 6, now);
+    bind_text(stmt, 7, serial_hex);
     rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
-    if (rc != SQLITE_DONE || sqlite3_changes(s->db) != 1)
+    if (rc != SQLITE_DONE)
         return IOMT_E_IO;
+    /* No row: the certificate is not this device's, or one of them is
+     * revoked (or the device is gone). Nothing was written. */
+    if (sqlite3_changes(s->db) != 1)
+        return IOMT_E_AUTH;
     stmt = st(s, ST_CHECKIN_ADD);
     bind_text(stmt, 1, device_id);
     sqlite3_bind_int64(stmt, 2, now);
