@@ -5,7 +5,8 @@
 # is refused; the release offered follows the assignment rules (the
 # device's own assignment over its model's, the newest within each, only
 # once the image is in, only above the reported seq); every accepted
-# check-in leaves one audit entry. Servers bind 127.0.0.1 only.
+# check-in leaves one audit entry; the hub runs with its malloc tunable
+# unless the operator set one. Servers bind 127.0.0.1 only.
 set -euo pipefail
 
 . "$(dirname "$0")/../lib/common.sh"
@@ -22,8 +23,20 @@ done
 "$iomt" ca issue --dir "$work/ca" --name pump-01 --role device \
     -o "$work/minted" >/dev/null
 
+# An operator's own GLIBC_TUNABLES is kept: the hub does not restart
+# itself over it.
+GLIBC_TUNABLES=glibc.malloc.tcache_count=7 start_hub "$work/state-own" \
+    "$work/ca" "$work/hub.pem" "$work/hub.key.pem"
+tr '\0' '\n' <"/proc/$hub_pid/environ" |
+    grep -qx 'GLIBC_TUNABLES=glibc.malloc.tcache_count=7' ||
+    fail "the operator's GLIBC_TUNABLES was replaced"
+stop_hub
 start_hub "$work/state" "$work/ca" "$work/hub.pem" "$work/hub.key.pem" \
     --workers 2
+# The hub runs with its larger per-thread malloc cache (docs/API.md).
+tr '\0' '\n' <"/proc/$hub_pid/environ" |
+    grep -qx 'GLIBC_TUNABLES=glibc.malloc.tcache_count=512' ||
+    fail "the hub did not restart itself with its malloc tunable"
 
 req() { # want outfile curl-args...
     local want=$1 out=$2 code
