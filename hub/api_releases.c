@@ -351,7 +351,7 @@ void releases_download(struct hub_req *req, const char *release_id,
         return;
     }
     fd = image_path(req, release_id, path, sizeof(path)) == 0
-             ? open(path, O_RDONLY | O_CLOEXEC)
+             ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
              : -1;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         if (fd >= 0)

@@ -630,6 +630,14 @@ static int read_head(struct hub_conn *c, struct evbuffer *in)
 
     end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
     if (end.pos < 0) {
+        /* A head ended by bare line feeds would otherwise wait for a CRLF
+         * that never comes, holding the connection until the idle timeout;
+         * peers that disagree on line ends are how requests get smuggled. */
+        if (evbuffer_search(in, "\n\n", 2, NULL).pos >= 0) {
+            req_reset(c);
+            refuse_head(c, 400);
+            return 1;
+        }
         if (evbuffer_get_length(in) > HEADER_MAX) {
             req_reset(c);
             refuse_head(c, 431);

@@ -162,13 +162,8 @@ static int parse_args(int argc, char **argv, struct hub_config *cfg)
 #define EXIT_USAGE   2
 #define EXIT_RUNTIME 3
 
-static int prepare_dirs(struct hub_config *cfg)
+static int prepare_paths(struct hub_config *cfg)
 {
-    if (mkdir(cfg->state_dir, 0700) != 0 && errno != EEXIST) {
-        hub_log("error", "start", "option=--dir path=%s msg=\"%s\"",
-                cfg->state_dir, strerror(errno));
-        return EXIT_USAGE;
-    }
     if (snprintf(cfg->ca_key_path, sizeof(cfg->ca_key_path), "%s/ca.key.pem",
                  cfg->ca_dir) >= (int)sizeof(cfg->ca_key_path) ||
         snprintf(cfg->ca_cert_path, sizeof(cfg->ca_cert_path), "%s/ca.pem",
@@ -178,6 +173,18 @@ static int prepare_dirs(struct hub_config *cfg)
         snprintf(cfg->images_dir, sizeof(cfg->images_dir), "%s/images",
                  cfg->state_dir) >= (int)sizeof(cfg->images_dir)) {
         hub_log("error", "start", "option=--dir msg=\"path too long\"");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Called only once every option has been checked: a refused start leaves
+ * no state directory behind. */
+static int make_dirs(const struct hub_config *cfg)
+{
+    if (mkdir(cfg->state_dir, 0700) != 0 && errno != EEXIST) {
+        hub_log("error", "start", "option=--dir path=%s msg=\"%s\"",
+                cfg->state_dir, strerror(errno));
         return EXIT_USAGE;
     }
     if (mkdir(cfg->images_dir, 0700) != 0 && errno != EEXIST) {
@@ -363,22 +370,25 @@ static int serve(struct hub_config *cfg)
 
     /* The store holds token hashes and the audit log: owner only. */
     umask(077);
-    rc = prepare_dirs(cfg);
+    rc = prepare_paths(cfg);
     if (rc == 0)
         rc = check_inputs(cfg);
     if (rc != 0)
         goto out_free;
-    if (store_init(cfg->db_path, &err) != IOMT_OK) {
-        hub_log("error", "start", "option=--dir msg=\"%s\"", err.msg);
-        rc = EXIT_RUNTIME;
-        goto out_free;
-    }
     rc = hub_listen(cfg->listen, cfg->allow_remote, &listen_fd, &port, why,
                     sizeof(why));
     if (rc != 0) {
         hub_log("error", "start", "option=--listen listen=%s msg=\"%s\"",
                 cfg->listen, why);
         rc = rc == HUB_LISTEN_USAGE ? EXIT_USAGE : EXIT_RUNTIME;
+        goto out_free;
+    }
+    rc = make_dirs(cfg);
+    if (rc != 0)
+        goto out_free;
+    if (store_init(cfg->db_path, &err) != IOMT_OK) {
+        hub_log("error", "start", "option=--dir msg=\"%s\"", err.msg);
+        rc = EXIT_RUNTIME;
         goto out_free;
     }
     rc = EXIT_RUNTIME;

@@ -242,6 +242,36 @@ static int hex_col(sqlite3_stmt *stmt, int col, uint8_t *out, size_t n)
     return iomt_unhex((const char *)t, 2 * n, out, n) == (long)n ? 0 : -1;
 }
 
+/*
+ * Every state change chains onto the audit log's last hash. A tip that is
+ * not a SHA-256 in hex (an altered store) would make every later change
+ * fail to record: refuse to start and say why, instead of answering 500.
+ */
+static int check_audit_tip(sqlite3 *db, struct iomt_err *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    uint8_t tip[IOMT_SHA256_LEN];
+    int rc;
+
+    if (sqlite3_prepare_v2(db,
+                           "SELECT hash FROM audit ORDER BY id DESC LIMIT 1",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return iomt_err_set(err, IOMT_E_IO, "store audit: %s",
+                            sqlite3_errmsg(db));
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW && hex_col(stmt, 0, tip, sizeof(tip)) != 0)
+        rc = iomt_err_set(err, IOMT_E_VERIFY,
+                          "store audit: the last entry's hash is not a "
+                          "SHA-256; the audit log was altered");
+    else if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        rc = IOMT_OK;
+    else
+        rc =
+            iomt_err_set(err, IOMT_E_IO, "store audit: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
 int store_init(const char *path, struct iomt_err *err)
 {
     sqlite3 *db = NULL;
@@ -274,8 +304,9 @@ int store_init(const char *path, struct iomt_err *err)
         sqlite3_close(db);
         return rc;
     }
+    rc = check_audit_tip(db, err);
     sqlite3_close(db);
-    return IOMT_OK;
+    return rc;
 }
 
 static int open_conn(const char *path, struct store **out, struct iomt_err *err)
