@@ -1,7 +1,7 @@
 /*
  * The hub's HTTPS front end: one shared listening socket, N worker threads
- * each with its own event loop and store connection, TLS through
- * bufferevent_openssl, and a small strict HTTP/1.1 reader that bounds every
+ * each with its own event loop and TLS context, TLS driven directly on each
+ * non-blocking socket, and a small strict HTTP/1.1 reader that bounds every
  * header and streams large uploads to disk instead of memory.
  */
 #include <arpa/inet.h>
@@ -17,9 +17,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -54,7 +51,15 @@ enum conn_state { CS_HEADERS, CS_BODY, CS_DEFERRED, CS_WRITING };
 
 struct hub_conn {
     struct hub_worker *w;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    SSL *ssl;
+    struct event *ev;     /* the socket: read or write interest, timeout */
+    short armed;          /* what ev waits for now, 0 when not pending */
+    short want;           /* the last read stopped: EV_READ/EV_WRITE, -1 EOF */
+    int running;          /* inside conn_io_cb: it writes what is queued */
+    int handshaking;      /* the TLS handshake has not completed */
+    struct evbuffer *in;  /* plaintext read, not yet parsed */
+    struct evbuffer *out; /* plaintext answer, not yet written */
     enum conn_state state;
     int keep_alive; /* this request lets the connection live on */
     int id_checked; /* identity is read once per connection */
@@ -215,8 +220,15 @@ static void conn_free(struct hub_conn *c)
         undefer(c);
     if (c->in_request)
         api_abort(&c->req);
-    if (c->bev != NULL)
-        bufferevent_free(c->bev);
+    if (c->ev != NULL)
+        event_free(c->ev);
+    SSL_free(c->ssl);
+    if (c->fd >= 0)
+        evutil_closesocket(c->fd);
+    if (c->in != NULL)
+        evbuffer_free(c->in);
+    if (c->out != NULL)
+        evbuffer_free(c->out);
     if (c->body != NULL)
         evbuffer_free(c->body);
     free(c);
@@ -226,7 +238,7 @@ static void reply_headers(struct hub_req *req, int status,
                           const char *content_type, uint64_t len)
 {
     struct hub_conn *c = req->conn;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     const char *allow = status == 405 ? req->allow : NULL;
     char head[512];
     int n;
@@ -308,13 +320,15 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* An answer is written in the loop turn that made it: bufferevent_openssl
- * would otherwise wait for epoll to report the socket writable, one more
- * epoll_ctl and epoll_wait round for every answer. When the socket is
- * full, the write side re-arms the event as usual. */
+/* An answer is written in the loop turn that made it, not after epoll
+ * reports the socket writable: one epoll_ctl and epoll_wait round less
+ * for every answer. When the socket is full, the write side arms the
+ * event as usual. Run from the loop, not here: the caller may still use
+ * the request. */
 static void write_now(struct hub_conn *c)
 {
-    event_active(&c->bev->ev_write, EV_WRITE, 1);
+    if (!c->running)
+        event_active(c->ev, EV_WRITE, 1);
 }
 
 void hub_reply(struct hub_req *req, int status, const char *content_type,
@@ -325,7 +339,7 @@ void hub_reply(struct hub_req *req, int status, const char *content_type,
     reply_headers(req, status, body != NULL ? content_type : NULL,
                   body != NULL ? len : 0);
     if (body != NULL && len > 0)
-        evbuffer_add(bufferevent_get_output(req->conn->bev), body, len);
+        evbuffer_add(req->conn->out, body, len);
     write_now(req->conn);
 }
 
@@ -339,7 +353,7 @@ void hub_reply_file(struct hub_req *req, int status, const char *content_type,
         return;
     }
     reply_headers(req, status, content_type, size);
-    out = bufferevent_get_output(req->conn->bev);
+    out = req->conn->out;
     if (size > 0 && evbuffer_add_file(out, fd, 0, (ev_off_t)size) != 0) {
         /* Headers are out already; the short body tells the client. */
         req->conn->keep_alive = 0;
@@ -564,7 +578,7 @@ static void read_identity(struct hub_conn *c)
     if (c->id_checked)
         return;
     c->id_checked = 1;
-    ssl = bufferevent_openssl_get_ssl(c->bev);
+    ssl = c->ssl;
     c->has_id =
         ssl != NULL && iomt_pki_peer_identity(ssl, &c->id, &err) == IOMT_OK;
 }
@@ -616,8 +630,7 @@ static void start_request(struct hub_conn *c)
     c->remaining = r->content_length;
     c->state = CS_BODY;
     if (c->expect_continue && c->remaining > 0)
-        evbuffer_add(bufferevent_get_output(c->bev),
-                     "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
 /* Returns 1 when a request started, 0 when more bytes are needed. */
@@ -716,7 +729,7 @@ static void read_body(struct hub_conn *c, struct evbuffer *in)
 
 static void conn_process(struct hub_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
 
     for (;;) {
         if (c->state == CS_HEADERS) {
@@ -734,62 +747,204 @@ static void conn_process(struct hub_conn *c)
     }
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Waits for what (EV_READ or EV_WRITE) with its timeout, or for nothing
+ * (0) while a deferred answer is pending. */
+static int conn_arm(struct hub_conn *c, short what)
 {
-    (void)bev;
-    conn_process(arg);
+    struct timeval tv = {what == EV_WRITE ? WRITE_TIMEOUT : READ_TIMEOUT, 0};
+
+    if (c->armed == what)
+        return 0;
+    if (c->armed != 0)
+        event_del(c->ev);
+    c->armed = 0;
+    if (what == 0)
+        return 0;
+    if (event_assign(c->ev, c->w->base, c->fd, what, conn_io_cb, c) != 0 ||
+        event_add(c->ev, &tv) != 0)
+        return -1;
+    c->armed = what;
+    return 0;
 }
 
-static void conn_write_cb(struct bufferevent *bev, void *arg)
+static void log_tls_error(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    char reason[160];
+
+    if (e != 0) {
+        ERR_error_string_n(e, reason, sizeof(reason));
+        hub_log("info", "tls_error", "reason=\"%s\"", reason);
+    }
+    ERR_clear_error();
+}
+
+/* After an SSL call returned r: the event to wait for, or -1 when the
+ * connection is over (error, or the peer closed it). */
+static int ssl_wait(struct hub_conn *c, int r)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        return EV_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return EV_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        return -1;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        return -1;
+    case SSL_ERROR_SSL:
+        /* A peer that just closes the socket: a request cut short is
+         * never processed (its body is incomplete), so this is not an
+         * attack on the hub, only an end. */
+        if (ERR_GET_REASON(ERR_peek_last_error()) ==
+            SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return -1;
+        }
+        log_tls_error();
+        return -1;
+    default:
+        log_tls_error();
+        return -1;
+    }
+}
+
+/* Encrypts and sends the answer: 0 when all is out, EV_READ or EV_WRITE
+ * to wait for, -1 when the connection is over. */
+static int send_out(struct hub_conn *c)
+{
+    while (evbuffer_get_length(c->out) > 0) {
+        struct evbuffer_iovec vec;
+        int n, r;
+
+        if (evbuffer_peek(c->out, 16384, NULL, &vec, 1) < 1)
+            return -1;
+        n = vec.iov_len > 16384 ? 16384 : (int)vec.iov_len;
+        r = SSL_write(c->ssl, vec.iov_base, n);
+        if (r <= 0)
+            return ssl_wait(c, r);
+        evbuffer_drain(c->out, (size_t)r);
+    }
+    return 0;
+}
+
+/* Reads and decrypts up to about 64 KiB: 1 when something came in,
+ * EV_READ or EV_WRITE to wait for, -1 when the connection is over. The
+ * cap keeps one fast sender from holding the worker. */
+static int recv_in(struct hub_conn *c)
+{
+    size_t got = 0;
+
+    while (got < 64 * 1024) {
+        struct evbuffer_iovec vec;
+        int r;
+
+        if (evbuffer_reserve_space(c->in, 16384, &vec, 1) < 1)
+            return -1;
+        r = SSL_read(c->ssl, vec.iov_base,
+                     vec.iov_len > 16384 ? 16384 : (int)vec.iov_len);
+        if (r <= 0) {
+            int wait = ssl_wait(c, r);
+
+            if (got == 0)
+                return wait;
+            /* Parse what came first; the next read waits for this. */
+            c->want = (short)wait;
+            return 1;
+        }
+        vec.iov_len = (size_t)r;
+        if (evbuffer_commit_space(c->in, &vec, 1) != 0)
+            return -1;
+        got += (size_t)r;
+        /* Nothing left inside OpenSSL: parse before asking the socket,
+         * which for a whole request would only say EAGAIN. */
+        if (!SSL_has_pending(c->ssl))
+            break;
+    }
+    return 1;
+}
+
+/*
+ * Moves the connection on as far as it can: writes what is queued, starts
+ * the next request on a kept-alive connection, parses what was read and
+ * reads more. Nothing is read while an answer is pending or going out,
+ * so a client cannot pile up requests in memory behind a slow one.
+ */
+static void conn_run(struct hub_conn *c)
+{
+    int turns, r = 0;
+
+    for (turns = 0; turns < 64; turns++) {
+        r = send_out(c);
+        if (r != 0)
+            break;
+        if (c->state == CS_WRITING) {
+            if (!c->keep_alive) {
+                conn_free(c);
+                return;
+            }
+            c->state = CS_HEADERS;
+            req_reset(c);
+        }
+        if (c->state == CS_DEFERRED)
+            break; /* r == 0: the flush answers and wakes it */
+        conn_process(c);
+        if (c->state == CS_WRITING || c->state == CS_DEFERRED ||
+            evbuffer_get_length(c->out) > 0)
+            continue;
+        if (c->want != 0) {
+            r = c->want;
+            c->want = 0;
+            break;
+        }
+        r = recv_in(c);
+        if (r != 1)
+            break;
+    }
+    c->running = 0;
+    if (turns == 64) {
+        /* Still going after many turns: let the other connections run. */
+        event_active(c->ev, EV_WRITE, 1);
+        return;
+    }
+    if (r < 0 || conn_arm(c, (short)r) != 0)
+        conn_free(c);
+}
+
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct hub_conn *c = arg;
+    int r;
 
-    (void)bev;
-    if (c->state != CS_WRITING)
-        return;
-    if (!c->keep_alive) {
+    (void)fd;
+    /* The event is not persistent: once run, it waits for nothing. */
+    c->armed = 0;
+    if (what & EV_TIMEOUT) {
         conn_free(c);
         return;
     }
-    c->state = CS_HEADERS;
-    req_reset(c);
-    conn_process(c);
-}
-
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct hub_conn *c = arg;
-
-    if (what & BEV_EVENT_CONNECTED) {
-        SSL *ssl = bufferevent_openssl_get_ssl(bev);
-
-        /* With read ahead, the request that followed the client's
-         * Finished is already inside OpenSSL, and the socket will not
-         * turn readable for it again: run the read side once by hand. */
-        if (ssl != NULL && SSL_has_pending(ssl))
-            event_active(&bev->ev_read, EV_READ, 1);
-        return;
-    }
-    if (what & BEV_EVENT_ERROR) {
-        unsigned long e = bufferevent_get_openssl_error(bev);
-
-        if (e != 0) {
-            char reason[160];
-
-            ERR_error_string_n(e, reason, sizeof(reason));
-            hub_log("info", "tls_error", "reason=\"%s\"", reason);
+    if (c->handshaking) {
+        r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            r = ssl_wait(c, r);
+            if (r < 0 || conn_arm(c, (short)r) != 0)
+                conn_free(c);
+            return;
         }
+        c->handshaking = 0;
     }
-    conn_free(c);
+    c->running = 1;
+    conn_run(c);
 }
 
 static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
                       struct sockaddr *addr, int addr_len, void *arg)
 {
     struct hub_worker *w = arg;
-    struct timeval rt = {READ_TIMEOUT, 0}, wt = {WRITE_TIMEOUT, 0};
     struct hub_conn *c;
-    SSL *ssl;
     int one = 1;
 
     (void)listener;
@@ -798,26 +953,30 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
     /* Small answers must not wait for Nagle and delayed ACKs. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = calloc(1, sizeof(*c));
-    ssl = c != NULL ? SSL_new(w->ssl_ctx) : NULL;
-    if (ssl == NULL) {
-        free(c);
+    if (c == NULL) {
         evutil_closesocket(fd);
         return;
     }
     c->w = w;
-    c->bev = bufferevent_openssl_socket_new(
-        w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
-        SSL_free(ssl);
-        evutil_closesocket(fd);
-        free(c);
+    c->fd = fd;
+    c->handshaking = 1;
+    c->ssl = SSL_new(w->ssl_ctx);
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->ev = event_new(w->base, fd, EV_READ, conn_io_cb, c);
+    req_reset(c);
+    /* The answer is queued in an evbuffer whose chains may move between
+     * a refused write and its retry. */
+    if (c->ssl == NULL || c->in == NULL || c->out == NULL || c->ev == NULL ||
+        SSL_set_fd(c->ssl, fd) != 1) {
+        ERR_clear_error();
+        conn_free(c);
         return;
     }
-    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-    req_reset(c);
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    bufferevent_set_timeouts(c->bev, &rt, &wt);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    SSL_set_mode(c->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_accept_state(c->ssl);
+    if (conn_arm(c, EV_READ) != 0)
+        conn_free(c);
 }
 
 /* A library context that reads the system OpenSSL configuration, so a
