@@ -18,7 +18,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <event2/util.h>
 #include <openssl/conf.h>
 #include <openssl/err.h>
@@ -35,7 +34,7 @@
 struct hub_worker {
     const struct hub_config *cfg;
     struct event_base *base;
-    struct evconnlistener *listener;
+    struct event *listen_ev;
     struct event *stop_ev;
     struct event *flush_ev;
     struct hub_req *defer_head;
@@ -940,16 +939,19 @@ static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
     conn_run(c);
 }
 
-static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
-                      struct sockaddr *addr, int addr_len, void *arg)
+/* One connection per wake-up: the socket is shared and level-triggered,
+ * so what is left wakes a worker again, and no worker asks the kernel
+ * once more only to hear EAGAIN. */
+static void accept_cb(evutil_socket_t listen_fd, short what, void *arg)
 {
     struct hub_worker *w = arg;
     struct hub_conn *c;
-    int one = 1;
+    int fd, one = 1;
 
-    (void)listener;
-    (void)addr;
-    (void)addr_len;
+    (void)what;
+    fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return; /* another worker took it, or the client gave up */
     /* Small answers must not wait for Nagle and delayed ACKs. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = calloc(1, sizeof(*c));
@@ -1055,11 +1057,11 @@ struct hub_worker *hub_worker_new(const struct hub_config *cfg, int listen_fd)
         hub_log("error", "store_open", "msg=\"%s\"", err.msg);
         goto out_fail;
     }
-    /* The socket already listens; backlog 0 tells libevent so. Every
-     * worker accepts on it, and the kernel hands each connection to one. */
-    w->listener = evconnlistener_new(w->base, accept_cb, w,
-                                     LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
-    if (w->listener == NULL)
+    /* The socket already listens. Every worker waits on it, and the
+     * kernel hands each connection to the one that accepts first. */
+    w->listen_ev =
+        event_new(w->base, listen_fd, EV_READ | EV_PERSIST, accept_cb, w);
+    if (w->listen_ev == NULL || event_add(w->listen_ev, NULL) != 0)
         goto out_fail;
     return w;
 out_fail:
@@ -1097,8 +1099,8 @@ void hub_worker_free(struct hub_worker *w)
     if (w == NULL)
         return;
     hub_worker_stop(w);
-    if (w->listener != NULL)
-        evconnlistener_free(w->listener);
+    if (w->listen_ev != NULL)
+        event_free(w->listen_ev);
     if (w->stop_ev != NULL)
         event_free(w->stop_ev);
     if (w->flush_ev != NULL)
