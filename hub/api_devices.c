@@ -173,8 +173,9 @@ static int checkin_write(struct hub_req *req, json_t **offer)
     *offer = offer_json(req, ci->seq);
     if (*offer == NULL)
         return IOMT_E_NOMEM;
-    snprintf(detail, sizeof(detail), "seq=%llu slot=%s state=%s",
-             (unsigned long long)ci->seq, ci->slot, ci->state);
+    /* The audit entry is the check-in's only history: all it reported. */
+    snprintf(detail, sizeof(detail), "version=%s seq=%llu slot=%s state=%s",
+             ci->version, (unsigned long long)ci->seq, ci->slot, ci->state);
     return api_audit(req, "checkin", req->id.name, detail);
 }
 

@@ -85,9 +85,11 @@ int store_device_cert_ok(struct store *s, const char *device_id,
 int store_device_revoke(struct store *s, const char *device_id);
 json_t *store_devices_json(struct store *s);
 
-/* Records a check-in made with the certificate serial_hex: IOMT_E_AUTH,
- * with nothing written, unless that certificate was issued to device_id
- * and neither is revoked (the store_device_cert_ok rule). */
+/* Records a check-in made with the certificate serial_hex in the
+ * device's inventory row: IOMT_E_AUTH, with nothing written, unless that
+ * certificate was issued to device_id and neither is revoked (the
+ * store_device_cert_ok rule). The history of check-ins is the audit log
+ * (action "checkin"), written by the caller in the same transaction. */
 int store_checkin(struct store *s, const char *device_id,
                   const char *serial_hex, const char *version, uint64_t seq,
                   const char *slot, const char *state, int64_t now);

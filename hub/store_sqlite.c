@@ -57,9 +57,6 @@ static const char schema[] =
     " model TEXT, created INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS assignments_device ON assignments(device_id);"
     "CREATE INDEX IF NOT EXISTS assignments_model ON assignments(model);"
-    "CREATE TABLE IF NOT EXISTS checkins ("
-    " id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, ts INTEGER NOT NULL,"
-    " version TEXT, seq INTEGER, slot TEXT, state TEXT);"
     "CREATE TABLE IF NOT EXISTS reports ("
     " id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, release_id TEXT,"
     " result TEXT NOT NULL, reason TEXT, version TEXT, seq INTEGER,"
@@ -87,7 +84,6 @@ enum stmt_id {
     ST_CERT_REVOKE,
     ST_DEV_LIST,
     ST_DEV_CHECKIN,
-    ST_CHECKIN_ADD,
     ST_OFFER,
     ST_REPORT_ADD,
     ST_DEV_RESULT,
@@ -150,8 +146,6 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " AND revoked = 0 AND EXISTS (SELECT 1 FROM certs c"
                        " WHERE c.serial = ?7 AND c.device_id = ?1"
                        " AND c.revoked = 0)",
-    [ST_CHECKIN_ADD] = "INSERT INTO checkins(device_id, ts, version, seq,"
-                       " slot, state) VALUES(?,?,?,?,?,?)",
     [ST_OFFER] = "SELECT r.release_id, r.seq, r.version, r.image_size,"
                  " r.image_digest, r.image_ready FROM releases r"
                  " WHERE r.release_id = (SELECT " EFFECTIVE_RELEASE
@@ -726,18 +720,7 @@ int store_checkin(struct store *s, const char *device_id,
         return IOMT_E_IO;
     /* No row: the certificate is not this device's, or one of them is
      * revoked (or the device is gone). Nothing was written. */
-    if (sqlite3_changes(s->db) != 1)
-        return IOMT_E_AUTH;
-    stmt = st(s, ST_CHECKIN_ADD);
-    bind_text(stmt, 1, device_id);
-    sqlite3_bind_int64(stmt, 2, now);
-    bind_text(stmt, 3, version);
-    sqlite3_bind_int64(stmt, 4, (int64_t)seq);
-    bind_text(stmt, 5, slot);
-    bind_text(stmt, 6, state);
-    rc = sqlite3_step(stmt);
-    sqlite3_reset(stmt);
-    return rc == SQLITE_DONE ? IOMT_OK : IOMT_E_IO;
+    return sqlite3_changes(s->db) == 1 ? IOMT_OK : IOMT_E_AUTH;
 }
 
 static int release_row(sqlite3_stmt *stmt, struct store_release *r)

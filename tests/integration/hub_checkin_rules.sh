@@ -160,7 +160,7 @@ for i in 1 2 3; do checkin mon-01 "$i" >/dev/null; done
 after=$(db "SELECT count(*) FROM audit WHERE action = 'checkin'")
 [ "$after" = $((before + 3)) ] ||
     fail "3 check-ins left $((after - before)) audit entries"
-[ "$(db "SELECT detail FROM audit WHERE action = 'checkin' ORDER BY id DESC LIMIT 1")" = "seq=3 slot=A state=confirmed" ] ||
+[ "$(db "SELECT detail FROM audit WHERE action = 'checkin' ORDER BY id DESC LIMIT 1")" = "version=1.0 seq=3 slot=A state=confirmed" ] ||
     fail "check-in audit detail: $(db "SELECT detail FROM audit ORDER BY id DESC LIMIT 1")"
 
 stop_hub
