@@ -272,7 +272,7 @@ static int parse_param(struct iomt_cbor_reader *r, struct seq_ctx *c,
     struct iomt_suit_manifest *m = c->m;
     uint64_t sbom_bit = c->sbom_index >= 0 ? 1ull << c->sbom_index : 0;
     int fw = (mask & 1) != 0, sbom = (mask & sbom_bit) != 0;
-    uint8_t id[16], digest[IOMT_SHA256_LEN];
+    uint8_t id[16] = {0}, digest[IOMT_SHA256_LEN] = {0};
     const uint8_t *p;
     size_t n;
     uint64_t key, size;
