@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "hub.h"
+#include "iomt/file.h"
 #include "iomt/suit.h"
 #include "store.h"
 
@@ -41,19 +42,6 @@ static int release_id_ok(const char *id)
     return 1;
 }
 
-/* Makes the rename itself durable. */
-static int sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc;
-
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 static int image_path(const struct hub_req *req, const char *release_id,
                       char *out, size_t cap)
 {
@@ -74,7 +62,7 @@ static int image_commit_file(struct hub_req *req, const char *final_path)
     if (rc == 0)
         rc = rename(req->up_tmp, final_path);
     if (rc == 0)
-        rc = sync_dir(req->cfg->images_dir);
+        rc = iomt_file_sync_dir(req->cfg->images_dir);
     if (rc != 0)
         unlink(req->up_tmp);
     return rc;
@@ -249,17 +237,7 @@ int releases_image_write(struct hub_req *req, const uint8_t *p, size_t n)
     if (req->up_fd < 0 || iomt_sha256_update(req->up_hash, p, n) != IOMT_OK)
         return -1;
     req->up_got += n;
-    while (n > 0) {
-        ssize_t w = write(req->up_fd, p, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return iomt_file_write_all(req->up_fd, p, n);
 }
 
 void releases_image_abort(struct hub_req *req)

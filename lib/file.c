@@ -61,8 +61,10 @@ int iomt_file_read(const char *path, size_t cap, uint8_t **out, size_t *len,
     return IOMT_OK;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
+int iomt_file_write_all(int fd, const void *data, size_t n)
 {
+    const uint8_t *p = data;
+
     while (n > 0) {
         ssize_t w = write(fd, p, n);
 
@@ -113,7 +115,8 @@ int iomt_file_write_atomic(const char *path, const void *data, size_t n,
     if (fd < 0)
         return iomt_err_set(err, IOMT_E_IO, "%s: %s", tmp, strerror(errno));
     /* The umask must not widen nor narrow what the caller asked for. */
-    if (fchmod(fd, mode) != 0 || write_all(fd, data, n) != 0 || fsync(fd) != 0)
+    if (fchmod(fd, mode) != 0 || iomt_file_write_all(fd, data, n) != 0 ||
+        fsync(fd) != 0)
         goto out_unlink;
     if (close(fd) != 0) {
         fd = -1;

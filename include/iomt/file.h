@@ -28,6 +28,9 @@ int iomt_file_read(const char *path, size_t cap, uint8_t **out, size_t *len,
 int iomt_file_write_atomic(const char *path, const void *data, size_t n,
                            mode_t mode, struct iomt_err *err);
 
+/* Writes all n bytes to fd, retrying short writes; 0 or -1 (errno set). */
+int iomt_file_write_all(int fd, const void *p, size_t n);
+
 /* fsync of a directory, so a rename or unlink inside it is durable. */
 int iomt_file_sync_dir(const char *dir);
 
