@@ -24,6 +24,7 @@
 #include <openssl/x509v3.h>
 
 #include "crypto_internal.h"
+#include "iomt/file.h"
 #include "iomt/pki.h"
 
 #define PKI_PEM_MAX    (64 * 1024)
@@ -73,81 +74,7 @@ int iomt_pki_role_ok(const char *role)
 int iomt_pki_save_pem(const char *path, const char *pem, size_t n,
                       struct iomt_err *err)
 {
-    char tmp[PATH_MAX];
-    const char *p = pem;
-    int fd, rc;
-
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >=
-        (int)sizeof(tmp))
-        return iomt_err_set(err, IOMT_E_INPUT, "path too long: %s", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return iomt_err_set(err, IOMT_E_IO, "%s: %s", tmp, strerror(errno));
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            goto out_unlink;
-        p += w;
-        n -= (size_t)w;
-    }
-    if (fsync(fd) != 0)
-        goto out_unlink;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto out_unlink;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0)
-        goto out_unlink;
-    return IOMT_OK;
-out_unlink:
-    rc = iomt_err_set(err, IOMT_E_IO, "%s: %s", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    return rc;
-}
-
-/* Reads a small file into a malloc'd, NUL-terminated buffer. */
-static int read_small_file(const char *path, uint8_t **out, size_t *out_len,
-                           struct iomt_err *err)
-{
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    FILE *f;
-    int rc = IOMT_E_IO;
-
-    *out = NULL;
-    f = fopen(path, "rb");
-    if (f == NULL)
-        return iomt_err_set(err, IOMT_E_IO, "%s: %s", path, strerror(errno));
-    buf = malloc(PKI_PEM_MAX + 1);
-    if (buf == NULL) {
-        rc = iomt_err_set(err, IOMT_E_NOMEM, "%s: out of memory", path);
-        goto out_close;
-    }
-    n = fread(buf, 1, PKI_PEM_MAX + 1, f);
-    if (ferror(f)) {
-        rc = iomt_err_set(err, IOMT_E_IO, "%s: read error", path);
-        goto out_close;
-    }
-    if (n > PKI_PEM_MAX) {
-        rc = iomt_err_set(err, IOMT_E_INPUT, "%s: larger than %d bytes", path,
-                          PKI_PEM_MAX);
-        goto out_close;
-    }
-    buf[n] = 0;
-    *out = buf;
-    *out_len = n;
-    buf = NULL;
-    rc = IOMT_OK;
-out_close:
-    free(buf);
-    fclose(f);
-    return rc;
+    return iomt_file_write_atomic(path, pem, n, 0644, err);
 }
 
 static X509 *cert_from_pem(const uint8_t *pem, size_t n)
@@ -171,7 +98,7 @@ static int load_cert(const char *path, X509 **out, struct iomt_err *err)
     size_t n = 0;
     int rc;
 
-    rc = read_small_file(path, &pem, &n, err);
+    rc = iomt_file_read(path, PKI_PEM_MAX, &pem, &n, err);
     if (rc != IOMT_OK)
         return rc;
     *out = cert_from_pem(pem, n);
