@@ -18,13 +18,6 @@ stop_fake() {
 }
 trap 'stop_fake; test_cleanup' EXIT
 
-expect_rc() { # want command...
-    local want=$1 rc=0
-    shift
-    "$@" >"$work/out" 2>"$work/err" || rc=$?
-    [ "$rc" = "$want" ] ||
-        fail "want exit $want, got $rc: $* :: $(cat "$work/out" "$work/err")"
-}
 
 vendor=testvendor.example
 class=pump-test-p1

@@ -10,17 +10,6 @@ set -euo pipefail
 test_init agent-enrol
 
 # Runs a command; stdout to $work/out, stderr to $work/err, checks the exit.
-expect_rc() { # want command...
-    local want=$1 rc=0
-    shift
-    "$@" >"$work/out" 2>"$work/err" || rc=$?
-    [ "$rc" = "$want" ] ||
-        fail "want exit $want, got $rc: $* :: $(cat "$work/out" "$work/err")"
-}
-snapshot() { # dir: names, modes and contents of every file
-    (cd "$1" && find . -type f -printf '%p %m\n' | sort &&
-        find . -type f -print0 | sort -z | xargs -0 sha256sum)
-}
 
 vendor=testvendor.example
 class=pump-test-p1

@@ -12,16 +12,6 @@ set -euo pipefail
 test_init agent-offer
 command -v sqlite3 >/dev/null || fail "sqlite3 is missing (Debian sqlite3)"
 
-expect_rc() { # want command...
-    local want=$1 rc=0
-    shift
-    "$@" >"$work/out" 2>"$work/err" || rc=$?
-    [ "$rc" = "$want" ] ||
-        fail "want exit $want, got $rc: $* :: $(cat "$work/out" "$work/err")"
-}
-snapshot() { # dir: every file's name and content digest
-    (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
-}
 
 vendor=testvendor.example
 class=pump-test-p1

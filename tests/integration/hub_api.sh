@@ -41,16 +41,6 @@ start_hub "$work/state" "$work/ca" "$work/hub.pem" "$work/hub.key.pem" \
     --workers 2
 
 # req WANT_STATUS OUTFILE curl-args...: one call, status checked.
-req() {
-    local want=$1 out=$2 code
-    shift 2
-    code=$(curl -sS --max-time 20 --cacert "$work/ca/ca.pem" -o "$out" \
-        -w '%{http_code}' "$@") || code="curl-failed"
-    [ "$code" = "$want" ] ||
-        fail "want $want, got $code for $* :: $(head -c 300 "$out" 2>/dev/null)"
-}
-as() { echo --cert "$work/$1.pem" --key "$work/$1.key.pem"; }
-json() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
 # EST cacerts, checked with openssl as the oracle.
 req 200 "$work/cacerts" "$url/.well-known/est/cacerts"

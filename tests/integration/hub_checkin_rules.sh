@@ -38,16 +38,6 @@ tr '\0' '\n' <"/proc/$hub_pid/environ" |
     grep -qx 'GLIBC_TUNABLES=glibc.malloc.tcache_count=512' ||
     fail "the hub did not restart itself with its malloc tunable"
 
-req() { # want outfile curl-args...
-    local want=$1 out=$2 code
-    shift 2
-    code=$(curl -sS --max-time 20 --cacert "$work/ca/ca.pem" -o "$out" \
-        -w '%{http_code}' "$@") || code="curl-failed"
-    [ "$code" = "$want" ] ||
-        fail "want $want, got $code for $* :: $(head -c 300 "$out" 2>/dev/null)"
-}
-as() { echo --cert "$work/$1.pem" --key "$work/$1.key.pem"; }
-json() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 JSON=(-H 'Content-Type: application/json')
 SUIT=(-H 'Content-Type: application/suit-envelope+cose')
 db() { sqlite3 "$work/state/hub.db" "$1"; }

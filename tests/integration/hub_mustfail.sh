@@ -103,16 +103,6 @@ start_hub "$work/state" "$work/ca" "$work/hub.pem" "$work/hub.key.pem" \
 start_fails 3 --listen --dir "$s" "${common[@]}" --listen "127.0.0.1:$port"
 
 # req WANT_STATUS OUTFILE curl-args...: one call, status checked.
-req() {
-    local want=$1 out=$2 code
-    shift 2
-    code=$(curl -sS --max-time 20 --cacert "$work/ca/ca.pem" -o "$out" \
-        -w '%{http_code}' "$@") || code="curl-failed"
-    [ "$code" = "$want" ] ||
-        fail "want $want, got $code for $* :: $(head -c 300 "$out" 2>/dev/null)"
-}
-as() { echo --cert "$work/$1.pem" --key "$work/$1.key.pem"; }
-json() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 JSON=(-H 'Content-Type: application/json')
 SUIT=(-H 'Content-Type: application/suit-envelope+cose')
 # field_is FILE NAME: the error answer names that field.

@@ -56,3 +56,35 @@ stop_hub() {
     fi
     hub_pid=""
 }
+
+# expect_rc WANT command...: runs it, stdout to $work/out, stderr to
+# $work/err, and fails unless it exits with WANT.
+expect_rc() {
+    local want=$1 rc=0
+    shift
+    "$@" >"$work/out" 2>"$work/err" || rc=$?
+    [ "$rc" = "$want" ] ||
+        fail "want exit $want, got $rc: $* :: $(cat "$work/out" "$work/err")"
+}
+
+# snapshot DIR: every file's name, mode and content digest, to compare a
+# directory before and after something that must not touch it.
+snapshot() {
+    (cd "$1" && find . -type f -printf '%p %m\n' | sort &&
+        find . -type f -print0 | sort -z | xargs -0 sha256sum)
+}
+
+# req WANT OUTFILE curl-args...: one HTTPS call against the fleet CA in
+# $work/ca, the status checked, the body in OUTFILE.
+req() {
+    local want=$1 out=$2 code
+    shift 2
+    code=$(curl -sS --max-time 20 --cacert "$work/ca/ca.pem" -o "$out" \
+        -w '%{http_code}' "$@") || code="curl-failed"
+    [ "$code" = "$want" ] ||
+        fail "want $want, got $code for $* :: $(head -c 300 "$out" 2>/dev/null)"
+}
+# as NAME: curl options presenting $work/NAME.pem and its key.
+as() { echo --cert "$work/$1.pem" --key "$work/$1.key.pem"; }
+# json FILE EXPR: a value from a JSON file, e.g. json f '["token"]'.
+json() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
