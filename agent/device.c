@@ -724,6 +724,15 @@ static void report(struct cycle *c)
                      (json_int_t)c->out->new_seq);
     if (body == NULL)
         return;
+    /* The slot now running, so the inventory is right before the next
+     * check-in. */
+    if (c->slots != NULL) {
+        int slot = iomt_slots_running(c->slots);
+
+        if (slot == IOMT_SLOT_NONE)
+            slot = iomt_slots_state(c->slots)->active;
+        json_object_set_new(body, "slot", json_string(iomt_slot_name(slot)));
+    }
     status = post_json(c, "/api/v1/reports", body, NULL);
     json_decref(body);
     if (status < 200 || status >= 300)

@@ -289,9 +289,10 @@ api security 200 GET /api/v1/devices >"$out/fleet/inventory.json"
 /usr/bin/python3 - "$out/fleet/inventory.json" <<'PY'
 import collections, json, sys
 devices = json.load(open(sys.argv[1]))["devices"]
-seen = collections.Counter((d["version"], d["last_result"]) for d in devices)
+seen = collections.Counter(
+    (d["version"], d["last_result"], d["slot"]) for d in devices)
 print("hub inventory:", ", ".join(
-    f"{n} at {v} ({r})" for (v, r), n in sorted(seen.items())))
+    f"{n} at {v} in slot {s} ({r})" for (v, r, s), n in sorted(seen.items())))
 PY
 elapsed=$(($(date +%s) - start))
 echo

@@ -228,7 +228,10 @@ check_inv() { # device field want
     [ "$got" = "$3" ] || fail "inventory $1.$2: want $3, got $got"
 }
 check_inv e2e-pump-1 last_result installed
+check_inv e2e-pump-1 version 2.0.0
+check_inv e2e-pump-1 slot B
 check_inv e2e-tamper last_result rejected
+check_inv e2e-tamper slot A
 check_inv e2e-rogue last_result rejected
 
 step "rollback: an authentic older release is refused"
