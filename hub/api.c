@@ -189,38 +189,21 @@ int api_audit(struct hub_req *req, const char *action, const char *object,
                        detail != NULL ? detail : "");
 }
 
-/* Matches "/api/v1/releases/{id}/<tail>" and copies the id. */
-static int match_release(const char *path, const char *tail, char *id)
-{
-    static const char prefix[] = "/api/v1/releases/";
-    const char *p, *slash;
-    size_t n;
+#define RELEASES "/api/v1/releases/"
+#define DEVICES  "/api/v1/devices/"
 
-    if (strncmp(path, prefix, sizeof(prefix) - 1) != 0)
+/* Matches "<prefix>{id}/<tail>" and copies the id. */
+static int match_path(const char *path, const char *prefix, const char *tail,
+                      char *id)
+{
+    size_t len = strlen(prefix), n;
+    const char *p, *slash;
+
+    if (strncmp(path, prefix, len) != 0)
         return 0;
-    p = path + sizeof(prefix) - 1;
+    p = path + len;
     slash = strchr(p, '/');
     if (slash == NULL || strcmp(slash + 1, tail) != 0)
-        return 0;
-    n = (size_t)(slash - p);
-    if (n == 0 || n >= HUB_PATH_MAX)
-        return 0;
-    memcpy(id, p, n);
-    id[n] = 0;
-    return 1;
-}
-
-static int match_device_revoke(const char *path, char *id)
-{
-    static const char prefix[] = "/api/v1/devices/";
-    const char *p, *slash;
-    size_t n;
-
-    if (strncmp(path, prefix, sizeof(prefix) - 1) != 0)
-        return 0;
-    p = path + sizeof(prefix) - 1;
-    slash = strchr(p, '/');
-    if (slash == NULL || strcmp(slash, "/revoke") != 0)
         return 0;
     n = (size_t)(slash - p);
     if (n == 0 || n >= HUB_PATH_MAX)
@@ -283,17 +266,17 @@ static enum route find_route(struct hub_req *req)
         if (req->method == fixed_routes[i].method)
             return fixed_routes[i].route;
     }
-    if (match_release(req->path, "image", req->route_arg)) {
+    if (match_path(req->path, RELEASES, "image", req->route_arg)) {
         if (req->method == HUB_PUT)
             return R_IMAGE_PUT;
         if (req->method == HUB_GET)
             return R_IMAGE_GET;
         methods = M_GET | M_PUT;
-    } else if (match_release(req->path, "envelope", req->route_arg)) {
+    } else if (match_path(req->path, RELEASES, "envelope", req->route_arg)) {
         if (req->method == HUB_GET)
             return R_ENVELOPE_GET;
         methods = M_GET;
-    } else if (match_device_revoke(req->path, req->route_arg)) {
+    } else if (match_path(req->path, DEVICES, "revoke", req->route_arg)) {
         if (req->method == HUB_POST)
             return R_DEVICE_REVOKE;
         methods = M_POST;

@@ -9,7 +9,6 @@ set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 test_init agent-enrol
 
-# Runs a command; stdout to $work/out, stderr to $work/err, checks the exit.
 
 vendor=testvendor.example
 class=pump-test-p1

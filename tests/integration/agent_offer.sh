@@ -12,7 +12,6 @@ set -euo pipefail
 test_init agent-offer
 command -v sqlite3 >/dev/null || fail "sqlite3 is missing (Debian sqlite3)"
 
-
 vendor=testvendor.example
 class=pump-test-p1
 "$iomt" ca init --dir "$work/ca" >/dev/null
